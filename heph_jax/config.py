@@ -1,0 +1,100 @@
+"""Config helpers: loading config files, validation with messages that name the key."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+import ml_collections
+
+from heph_jax.model.config import ConfigError, ModelConfig
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """Runs `get_config()` of a config file given by path (the same thing `--config` does)."""
+  if not os.path.isfile(path):
+    raise ConfigError(f"--config: no config file at {path!r}")
+  name = "heph_config_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"--config: {path} has no get_config() function")
+  return module.get_config()
+
+
+def sibling(config_file: str, name: str) -> ml_collections.ConfigDict:
+  """`get_config()` of another config file in the same folder: `sibling(__file__, "base")`."""
+  return load_config_file(os.path.join(os.path.dirname(os.path.abspath(config_file)), name + ".py"))
+
+
+def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+  return ModelConfig.from_dict(config.model.to_dict())
+
+
+def _fail(key: str, msg: str):
+  raise ConfigError(f"config.{key}: {msg}")
+
+
+def _positive_int(config, key, allow_zero=False):
+  value = config
+  for part in key.split("."):
+    value = value[part]
+  if not isinstance(value, int) or isinstance(value, bool) or value < 0 or (value == 0 and not allow_zero):
+    _fail(key, f"must be a {'non-negative' if allow_zero else 'positive'} integer, got {value!r}")
+
+
+def global_batch_size(config: ml_collections.ConfigDict, num_devices: int) -> int:
+  """Sequences per optimizer step. per_device_batch_size > 0 takes precedence (x device count)."""
+  if config.per_device_batch_size > 0:
+    return config.per_device_batch_size * num_devices
+  return config.global_batch_size
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
+  """Checks everything that can be checked before compiling; raises ConfigError naming the key."""
+  for key in ("num_train_steps", "log_every_steps", "seq_len", "grad_accum_steps"):
+    _positive_int(config, key)
+  for key in ("checkpoint_every_steps", "eval_every_steps", "eval_batches", "keep_checkpoints",
+              "hf_export_every_steps", "global_batch_size", "per_device_batch_size"):
+    _positive_int(config, key, allow_zero=True)
+  if config.per_device_batch_size > 0 and config.global_batch_size > 0:
+    _fail("per_device_batch_size", "set either per_device_batch_size or global_batch_size, not both "
+          f"(got {config.per_device_batch_size} and {config.global_batch_size}); set the other to 0")
+  batch = global_batch_size(config, num_devices)
+  if batch <= 0:
+    _fail("global_batch_size", "one of global_batch_size / per_device_batch_size must be > 0")
+  model_cfg = model_config(config)
+  if config.seq_len > model_cfg.max_position_embeddings:
+    _fail("seq_len", f"{config.seq_len} exceeds model.max_position_embeddings="
+          f"{model_cfg.max_position_embeddings}")
+  from heph_jax.parallel.mesh import mesh_shape  # late: avoids importing jax for config-only use
+  shape = mesh_shape(config.mesh, num_devices)
+  batch_shards = shape["dcn_data"] * shape["data"] * shape["fsdp"]
+  if batch % (config.grad_accum_steps * batch_shards):
+    _fail("global_batch_size", f"{batch} sequences must split into grad_accum_steps="
+          f"{config.grad_accum_steps} microbatches, each divisible by the {batch_shards} batch shards "
+          f"of the mesh (dcn_data x data x fsdp = {shape['dcn_data']}x{shape['data']}x{shape['fsdp']})")
+  if batch % num_processes:
+    _fail("global_batch_size", f"{batch} is not divisible by the {num_processes} processes")
+  tensor = shape["tensor"]
+  if model_cfg.num_key_value_heads % tensor and model_cfg.num_attention_heads % tensor:
+    _fail("mesh.tensor", f"{tensor} divides neither model.num_attention_heads="
+          f"{model_cfg.num_attention_heads} nor num_key_value_heads={model_cfg.num_key_value_heads}")
+  opt = config.optimizer
+  if opt.schedule not in ("cosine", "wsd", "constant", "linear"):
+    _fail("optimizer.schedule", f"must be 'cosine', 'wsd', 'linear' or 'constant', got {opt.schedule!r}")
+  if opt.warmup_steps < 0 or opt.warmup_steps > config.num_train_steps:
+    _fail("optimizer.warmup_steps", f"{opt.warmup_steps} must lie in [0, num_train_steps="
+          f"{config.num_train_steps}]")
+  if not 0.0 <= opt.min_lr_ratio <= 1.0:
+    _fail("optimizer.min_lr_ratio", f"must lie in [0, 1], got {opt.min_lr_ratio}")
+  if config.init_from and not str(config.init_from).startswith(("hf:", "ckpt:")):
+    _fail("init_from", f"must start with 'hf:' (Hugging Face directory) or 'ckpt:' (heph_jax workdir "
+          f"or checkpoint step directory), got {config.init_from!r}")
+  from heph_jax.data.sources import validate_data_config  # late: keeps this module light
+  validate_data_config(config.data)
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return config.to_dict()

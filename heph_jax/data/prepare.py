@@ -1,0 +1,157 @@
+"""Forge JSONL -> tokenized TFRecord shards (train / validation), prepared once per source.
+
+Tokenizing here, in Python, keeps the tf.data pipeline to file reads and int ops: it stays
+checkpointable (no py_function) and works with any tokenizer (SentencePiece or tokenizer.json).
+A prepared source is a folder named by a fingerprint of everything it depends on (input bytes,
+tokenizer files, template version, loss mode, split fraction), so a change re-prepares and an
+unchanged source is reused:
+
+    CACHE/<task>/<fingerprint>/{train-00000-of-N.tfrecord, validation-..., manifest.json}
+
+Run ahead of a large job: `python -m heph_jax.data.prepare --config configs/X.py`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+PREPARE_VERSION = "1"
+RECORDS_PER_SHARD = 20_000
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedSource:
+  task: str
+  directory: str
+  manifest: dict
+
+  def files(self, split: str) -> list[str]:
+    return [os.path.join(self.directory, f) for f in self.manifest["files"][split]]
+
+
+def _file_digest(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def fingerprint(files, tokenizer, data_cfg) -> str:
+  from heph_jax.data import forge
+  parts = [PREPARE_VERSION, forge.TEMPLATE_VERSION, tokenizer.fingerprint(), data_cfg.loss_on,
+           repr(float(data_cfg.validation_fraction))] + [_file_digest(f) for f in files]
+  return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _is_validation(record_id: str, fraction: float) -> bool:
+  bucket = int(hashlib.sha256(record_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+  return bucket < fraction
+
+
+def encode_record(record, tokenizer, loss_on: str):
+  """Token ids and loss weights of one Forge record (BOS/EOS as the tokenizer's model expects)."""
+  from heph_jax.data import forge
+  pieces = forge.render(record)
+  if loss_on == "all":
+    pieces = [(text, True) for text, _ in pieces]
+  return tokenizer.encode_pieces(pieces, add_bos=True, add_eos=True)
+
+
+def _example(ids, weights):
+  import tensorflow as tf
+  feature = {
+      "targets": tf.train.Feature(int64_list=tf.train.Int64List(value=ids)),
+      "loss_weights": tf.train.Feature(int64_list=tf.train.Int64List(value=weights)),
+  }
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def prepare_source(task: str, files: list[str], tokenizer, data_cfg, cache_root: str,
+                   log=print) -> PreparedSource:
+  import tensorflow as tf
+  from heph_jax.data import forge
+  key = fingerprint(files, tokenizer, data_cfg)
+  final = os.path.join(cache_root, task, key)
+  manifest_path = os.path.join(final, "manifest.json")
+  if os.path.exists(manifest_path):
+    with open(manifest_path) as f:
+      return PreparedSource(task, final, json.load(f))
+
+  examples = {"train": [], "validation": []}
+  tokens = {"train": 0, "validation": 0}
+  skipped = 0
+  for path in files:
+    result = forge.read_records(path, on_error=data_cfg.on_error,
+                                max_record_bytes=data_cfg.max_record_bytes)
+    skipped += result.stats.skipped
+    for record in result.records:
+      if not forge.is_train(record):
+        continue  # eval data (e.g. BFCL questions) never enters a training mixture
+      ids, weights = encode_record(record, tokenizer, data_cfg.loss_on)
+      if not any(weights):
+        continue
+      split = "validation" if _is_validation(str(record["id"]), data_cfg.validation_fraction) else "train"
+      examples[split].append(_example(ids, weights))
+      tokens[split] += len(ids)
+  for split in examples:
+    if not examples[split]:
+      raise ValueError(f"config.data.sources.{task}: {files} gave no {split} records "
+                       f"(need enough records for validation_fraction={data_cfg.validation_fraction})")
+
+  os.makedirs(os.path.join(cache_root, task), exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{key}-", dir=os.path.join(cache_root, task))
+  manifest = {"task": task, "fingerprint": key, "inputs": files, "tokenizer": tokenizer.name,
+              "template": forge.TEMPLATE_VERSION, "loss_on": data_cfg.loss_on, "files": {},
+              "records": {s: len(v) for s, v in examples.items()}, "tokens": tokens, "skipped": skipped}
+  for split, items in examples.items():
+    num_shards = max(1, -(-len(items) // RECORDS_PER_SHARD))
+    names = [f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
+    for i, name in enumerate(names):
+      with tf.io.TFRecordWriter(os.path.join(tmp, name)) as writer:
+        for item in items[i::num_shards]:
+          writer.write(item)
+    manifest["files"][split] = names
+  with open(os.path.join(tmp, "manifest.json"), "w") as f:
+    json.dump(manifest, f, indent=1)
+  try:
+    os.rename(tmp, final)  # atomic: concurrent preparers (several hosts) agree on one result
+  except OSError:
+    shutil.rmtree(tmp, ignore_errors=True)
+  log(f"prepared {task}: {manifest['records']['train']} train / {manifest['records']['validation']} "
+      f"validation records, {tokens['train']:,} train tokens -> {final}")
+  with open(manifest_path) as f:
+    return PreparedSource(task, final, json.load(f))
+
+
+def default_cache_root(data_cfg, workdir: str | None) -> str:
+  if data_cfg.cache_dir:
+    return data_cfg.cache_dir
+  if workdir:
+    return os.path.join(workdir, "data_cache")
+  return os.path.join(os.path.expanduser("~"), ".cache", "heph_jax")
+
+
+def main(argv=None):
+  import argparse
+  from heph_jax.config import load_config_file
+  from heph_jax.data.sources import source_files, validate_data_config
+  from heph_jax.data.tokenizer import load_tokenizer
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--config", required=True)
+  parser.add_argument("--cache_dir", default="", help="where shards go (default: config.data.cache_dir)")
+  args = parser.parse_args(argv)
+  config = load_config_file(args.config)
+  validate_data_config(config.data)
+  tokenizer = load_tokenizer(config.data.tokenizer)
+  root = args.cache_dir or default_cache_root(config.data, None)
+  for task in config.data.sources.keys():
+    prepare_source(task, source_files(config.data, task), tokenizer, config.data, root)
+
+
+if __name__ == "__main__":
+  main()

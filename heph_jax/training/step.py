@@ -1,0 +1,71 @@
+"""Loss, train step (with gradient accumulation) and eval step: pure functions for jax.jit.
+
+Batch layout (numpy, from heph_jax/data/pipeline.py): tokens, segment_ids, positions, loss_weights,
+each [B, S]. Position t predicts token t+1 when both belong to the same non-padding segment; the
+weight is loss_weights[t+1] (0 on prompts in IFT, 0 on padding).
+"""
+import jax
+import jax.numpy as jnp
+import optax
+
+from heph_jax.model import llama
+
+
+def next_token_targets(batch):
+  """(targets [B,S] int32, weights [B,S] float32) for next-token prediction within segments."""
+  tokens, seg = batch["tokens"], batch["segment_ids"]
+  targets = jnp.concatenate([tokens[:, 1:], jnp.zeros_like(tokens[:, :1])], axis=1)
+  same = (seg[:, 1:] == seg[:, :-1]) & (seg[:, 1:] != 0)
+  weights = jnp.where(same, batch["loss_weights"][:, 1:], 0).astype(jnp.float32)
+  weights = jnp.concatenate([weights, jnp.zeros_like(weights[:, :1])], axis=1)
+  return targets, weights
+
+
+def loss_sums(model_cfg, params, batch):
+  """(sum of weighted token cross-entropies, sum of weights), both float32 scalars."""
+  logits = llama.apply(model_cfg, params, batch["tokens"], batch["segment_ids"], batch["positions"])
+  targets, weights = next_token_targets(batch)
+  token_loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+  return jnp.sum(token_loss * weights), jnp.sum(weights)
+
+
+def make_train_step(model_cfg, tx, grad_accum_steps: int):
+  """train_step(state, batch) -> (state, metrics). batch arrays are [accum * micro_B, S]."""
+
+  def grads_of(params, micro):
+    def mean_loss(p):
+      total, count = loss_sums(model_cfg, p, micro)
+      return total, count
+    (total, count), grads = jax.value_and_grad(mean_loss, has_aux=True)(params)
+    return total, count, grads
+
+  def train_step(state, batch):
+    params = state["params"]
+    if grad_accum_steps == 1:
+      total, count, grads = grads_of(params, batch)
+    else:
+      micro = jax.tree.map(lambda x: x.reshape((grad_accum_steps, -1) + x.shape[1:]), batch)
+      zeros = jax.tree.map(jnp.zeros_like, params)
+
+      def body(carry, mb):
+        total, count, grads = carry
+        t, c, g = grads_of(params, mb)
+        return (total + t, count + c, jax.tree.map(jnp.add, grads, g)), None
+
+      (total, count, grads), _ = jax.lax.scan(body, (0.0, 0.0, zeros), micro)
+    # Token-weighted mean over the whole step, however it was split into microbatches.
+    denom = jnp.maximum(count, 1.0)
+    grads = jax.tree.map(lambda g: g / denom, grads)
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    new_state = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates),
+                 "opt_state": opt_state}
+    metrics = {"loss": total / denom, "tokens": count, "grad_norm": optax.global_norm(grads)}
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(model_cfg):
+  def eval_step(params, batch):
+    return loss_sums(model_cfg, params, batch)
+  return eval_step
