@@ -30,6 +30,7 @@ def get_config():
       vocab_size=32000, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
       num_attention_heads=8, num_key_value_heads=8, head_dim=0, rms_norm_eps=1e-5,
       rope_theta=10000.0, rope_scaling=ml_collections.FieldReference(None, field_type=dict),
+      sliding_window=ml_collections.FieldReference(None, field_type=int),  # Mistral; None = full
       max_position_embeddings=4096, tie_word_embeddings=False, initializer_range=0.02,
       bos_token_id=1, eos_token_id=2,
       dtype="bfloat16", param_dtype="float32", attention_impl="xla", scan_layers=True,
@@ -79,6 +80,10 @@ def get_config():
       pack_rows=8,            # open rows the packer fills at once (more = denser packing)
       cache_dir="",           # prepared token shards; "" = WORKDIR/../.heph_cache if unset
       on_error="raise",       # bad records: "raise" (file:line: reason) or "skip" (counted)
+      # Multi-host reading: "rows" = each process reads the whole stream and keeps its rows of each
+      # global batch (batches independent of the process count); "records" = each reads 1/P of the
+      # records (less I/O, but batches depend on the process count). See heph_jax/data/pipeline.py.
+      process_sharding="rows",
       max_record_bytes=8_000_000,
   ))
 

@@ -47,7 +47,7 @@ def _init_params(config, model_cfg, param_shardings):
   source = str(config.init_from)
   if source.startswith("hf:"):
     from heph_jax.export import hf
-    return hf.load_params_for(model_cfg, source[3:], param_shardings)
+    return hf.load_params_for(model_cfg, source[3:], param_shardings, seq_len=config.seq_len)
   from heph_jax.training.checkpoint import restore_params
   _, saved_cfg, params, _ = restore_params(source[5:], shardings=param_shardings)
   for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
@@ -68,8 +68,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   from heph_jax import config as config_lib
   from heph_jax.data.pipeline import DataPipeline
   from heph_jax.data.tokenizer import load_tokenizer
-  from heph_jax.parallel.mesh import batch_sharding, make_mesh, rules_tuple
-  from heph_jax.training import checkpoint, metrics as metrics_lib, optimizer, state as state_lib, step as step_lib
+  from heph_jax.parallel.mesh import make_mesh, rules_tuple
+  from heph_jax.training import build, checkpoint, metrics as metrics_lib, state as state_lib
 
   _resolve_tokenizer(config)
   config_lib.validate(config, jax.device_count(), jax.process_count())
@@ -83,10 +83,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   mesh = make_mesh(config.mesh)
   rules = config.logical_axis_rules
-  batch_size = config_lib.global_batch_size(config, jax.device_count())
-  tx, schedule = optimizer.make_optimizer(config.optimizer, config.num_train_steps)
-  shardings = state_lib.state_shardings(model_cfg, tx, mesh, rules)
-  in_batch = batch_sharding(mesh, rules)
+  program = build.build_train_step(config, mesh)
+  batch_size, tx, schedule = program.batch_size, program.tx, program.schedule
+  shardings, in_batch = program.shardings, program.batch_sharding
   log.info(f"heph_jax: {model_cfg.num_params() / 1e6:.2f}M params, mesh {dict(mesh.shape)}, "
            f"{jax.process_count()} process(es), batch {batch_size} x {config.seq_len} tokens")
 
@@ -96,15 +95,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   eval_sets = pipeline.eval_batches(batch_size, config.eval_batches) if config.eval_batches else {}
 
   def to_global(local):
-    return {k: jax.make_array_from_process_local_data(in_batch, v) for k, v in local.items()}
+    # Rows [B/P] of this process, or (data.process_sharding="rows") the whole global batch [B], of
+    # which each process's devices take their rows.
+    return {k: jax.make_array_from_process_local_data(in_batch, v, (batch_size,) + v.shape[1:])
+            for k, v in local.items()}
 
   with jax.set_mesh(mesh):
     import flax.linen as nn
     with nn.logical_axis_rules(rules_tuple(rules)):
-      train_step = jax.jit(step_lib.make_train_step(model_cfg, tx, config.grad_accum_steps),
-                           in_shardings=(shardings, in_batch), out_shardings=(shardings, None),
-                           donate_argnums=0)
-      eval_step = jax.jit(step_lib.make_eval_step(model_cfg), in_shardings=(shardings["params"], in_batch))
+      train_step, eval_step = program.train_step, program.eval_step
 
       manager = checkpoint.make_manager(workdir, config.keep_checkpoints, config.async_checkpointing)
       start = manager.latest_step()
@@ -185,12 +184,20 @@ def main(argv):
       config.distributed.num_processes = FLAGS.num_processes
     if FLAGS.process_id >= 0:
       config.distributed.process_id = FLAGS.process_id
+  from heph_jax.parallel.distributed import EXIT_CODE_INIT_TIMEOUT, DistributedInitError
   try:
     train_and_evaluate(config, FLAGS.workdir)
   except ConfigError as e:
     print(f"heph_jax.train: configuration error: {e}", file=sys.stderr)
     sys.exit(2)
+  except DistributedInitError as e:
+    print(f"heph_jax.train: {e}", file=sys.stderr)
+    sys.exit(EXIT_CODE_INIT_TIMEOUT)
+
+
+def cli():
+  app.run(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli()

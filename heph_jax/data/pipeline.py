@@ -1,8 +1,17 @@
 """Per-host, deterministic, checkpointable iterator of packed training batches.
 
-    prepared token shards --SeqIO Task per source--> Mixture at configured rates (shuffled, this
-    host's shard) --chunk to seq_len--> numpy Packer --> batches {tokens, segment_ids, positions,
-    loss_weights} of [rows_per_host, seq_len]
+    prepared token shards --SeqIO Task per source--> Mixture at configured rates (shuffled; the
+    whole stream, or this host's shard of the records) --chunk to seq_len--> numpy Packer -->
+    batches {tokens, segment_ids, positions, loss_weights} of [rows_per_host, seq_len]
+
+config.data.process_sharding decides what each process of a multi-host run reads:
+  "rows"     every process reads the whole stream and packs whole global batches (rows_per_host =
+             global rows); jax.make_array_from_process_local_data keeps each process's rows. The
+             batches, and so the losses, do not depend on the process count, and a run may resume
+             on another number of hosts. Costs each host the reading and packing of every batch:
+             small next to an LLM step (2M tokens ~ 8 MB of ids per step).
+  "records"  each process reads its own 1/P of the records (seqio ShardInfo) and packs B/P rows:
+             less reading per host, but the batches change with the process count.
 
 State = the tf.data iterator (tf.train.Checkpoint: file offsets, shuffle buffers, sampler RNG)
 plus the packer's open rows; `save(dir)` / `restore(dir)` write and read both, per process.
@@ -138,16 +147,27 @@ class DataPipeline:
     self.task_names = {t: register_task(self.prepared[t], self.seq_len, i,
                                                 data_cfg.shuffle_buffer) for i, t in enumerate(self.tasks)}
 
+  @property
+  def _by_records(self) -> bool:
+    return self.config.data.get("process_sharding", "rows") == "records"
+
   def _shard_info(self):
     import seqio
+    if not self._by_records:
+      return seqio.ShardInfo(index=0, num_shards=1)  # every process reads the whole stream
     return seqio.ShardInfo(index=self.process_index, num_shards=self.process_count)
 
   _LENGTHS = property(lambda self: {"targets": self.seq_len, "loss_weights": self.seq_len, "task_id": 1})
 
+  def example_rates(self) -> dict[str, float]:
+    """SeqIO samples examples; configured rates are token shares. A task whose examples are twice
+    as long is sampled half as often, so that each task's share of tokens matches its rate."""
+    return {t: r / self.prepared[t].mean_chunk_tokens("train", self.seq_len) for t, r in self.rates.items()}
+
   def mixture_name(self) -> str:
     """Registers (once) the SeqIO Mixture of this run's tasks at this run's rates."""
     import seqio
-    entries = [(self.task_names[t], r) for t, r in self.rates.items() if r > 0]
+    entries = [(self.task_names[t], r) for t, r in self.example_rates().items() if r > 0]
     name = "heph_mix_" + hashlib.sha256(repr(entries).encode()).hexdigest()[:16]
     if name not in seqio.MixtureRegistry.names():
       seqio.MixtureRegistry.add(name, entries)
@@ -167,7 +187,7 @@ class DataPipeline:
         shard_info=self._shard_info(), num_epochs=None, trim_output_features=False)
 
   def rows_per_host(self, global_rows: int) -> int:
-    return global_rows // self.process_count
+    return global_rows // self.process_count if self._by_records else global_rows
 
   def train_iterator(self, global_rows: int) -> BatchIterator:
     seed = self.config.seed * 1000 + 17

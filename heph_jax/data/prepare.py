@@ -19,7 +19,11 @@ import os
 import shutil
 import tempfile
 
-PREPARE_VERSION = "1"
+import numpy as np
+
+from heph_jax.model.config import ConfigError
+
+PREPARE_VERSION = "2"
 RECORDS_PER_SHARD = 20_000
 
 
@@ -31,6 +35,11 @@ class PreparedSource:
 
   def files(self, split: str) -> list[str]:
     return [os.path.join(self.directory, f) for f in self.manifest["files"][split]]
+
+  def mean_chunk_tokens(self, split: str, seq_len: int) -> float:
+    """Mean tokens per example once documents are cut into chunks of <= seq_len."""
+    lengths = np.load(os.path.join(self.directory, f"{split}-lengths.npy")).astype(np.int64)
+    return float(lengths.sum() / np.ceil(lengths / seq_len).sum())
 
 
 def _file_digest(path: str) -> str:
@@ -48,15 +57,17 @@ def fingerprint(files, tokenizer, data_cfg) -> str:
   return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def _is_validation(record_id: str, fraction: float) -> bool:
-  bucket = int(hashlib.sha256(record_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-  return bucket < fraction
+def _bucket(record_id: str) -> float:
+  return int(hashlib.sha256(record_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
 def encode_record(record, tokenizer, loss_on: str):
-  """Token ids and loss weights of one Forge record (BOS/EOS as the tokenizer's model expects)."""
-  from heph_jax.data import forge
-  pieces = forge.render(record)
+  """Token ids and loss weights of one Forge record (BOS/EOS as the tokenizer's model expects).
+
+  Trajectories and IFT samples use the base model's chat template when the tokenizer has one.
+  """
+  from heph_jax.data.chat_template import render_record
+  pieces = render_record(record, tokenizer)
   if loss_on == "all":
     pieces = [(text, True) for text, _ in pieces]
   return tokenizer.encode_pieces(pieces, add_bos=True, add_eos=True)
@@ -82,8 +93,7 @@ def prepare_source(task: str, files: list[str], tokenizer, data_cfg, cache_root:
     with open(manifest_path) as f:
       return PreparedSource(task, final, json.load(f))
 
-  examples = {"train": [], "validation": []}
-  tokens = {"train": 0, "validation": 0}
+  encoded = []  # (hash bucket of the id, ids) - the bucket decides the split, stably
   skipped = 0
   for path in files:
     result = forge.read_records(path, on_error=data_cfg.on_error,
@@ -93,15 +103,22 @@ def prepare_source(task: str, files: list[str], tokenizer, data_cfg, cache_root:
       if not forge.is_train(record):
         continue  # eval data (e.g. BFCL questions) never enters a training mixture
       ids, weights = encode_record(record, tokenizer, data_cfg.loss_on)
-      if not any(weights):
-        continue
-      split = "validation" if _is_validation(str(record["id"]), data_cfg.validation_fraction) else "train"
-      examples[split].append(_example(ids, weights))
-      tokens[split] += len(ids)
+      if any(weights):
+        encoded.append((_bucket(str(record["id"])), ids, weights))
+  is_validation = [bucket < data_cfg.validation_fraction for bucket, _, _ in encoded]
+  if len(encoded) >= 2 and not any(is_validation):  # small source: still hold one record out
+    is_validation[min(range(len(encoded)), key=lambda i: encoded[i][0])] = True
+  examples = {"train": [], "validation": []}
+  lengths = {"train": [], "validation": []}
+  for (_, ids, weights), held_out in zip(encoded, is_validation):
+    split = "validation" if held_out else "train"
+    examples[split].append(_example(ids, weights))
+    lengths[split].append(len(ids))
+  tokens = {split: int(sum(v)) for split, v in lengths.items()}
   for split in examples:
     if not examples[split]:
-      raise ValueError(f"config.data.sources.{task}: {files} gave no {split} records "
-                       f"(need enough records for validation_fraction={data_cfg.validation_fraction})")
+      raise ConfigError(f"config.data.sources.{task}: {files} gave no {split} records: "
+                       "a source needs at least 2 trainable records")
 
   os.makedirs(os.path.join(cache_root, task), exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{key}-", dir=os.path.join(cache_root, task))
@@ -116,6 +133,7 @@ def prepare_source(task: str, files: list[str], tokenizer, data_cfg, cache_root:
         for item in items[i::num_shards]:
           writer.write(item)
     manifest["files"][split] = names
+    np.save(os.path.join(tmp, f"{split}-lengths.npy"), np.asarray(lengths[split], np.int32))
   with open(os.path.join(tmp, "manifest.json"), "w") as f:
     json.dump(manifest, f, indent=1)
   try:

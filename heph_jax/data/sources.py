@@ -55,6 +55,9 @@ def validate_data_config(data_cfg: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.data.on_error: must be 'raise' or 'skip', got {data_cfg.on_error!r}")
   if not 0.0 < data_cfg.validation_fraction < 1.0:
     raise ConfigError(f"config.data.validation_fraction: must lie in (0, 1), got {data_cfg.validation_fraction}")
+  if data_cfg.get("process_sharding", "rows") not in ("rows", "records"):
+    raise ConfigError(f"config.data.process_sharding: must be 'rows' or 'records', "
+                      f"got {data_cfg.process_sharding!r}")
   if data_cfg.pack_rows < 1:
     raise ConfigError(f"config.data.pack_rows: must be >= 1, got {data_cfg.pack_rows}")
   spec = str(data_cfg.tokenizer)

@@ -103,7 +103,8 @@ def restore_params(workdir: str, step: int | None = None, shardings=None):
   manager = ocp.CheckpointManager(
       directory, options=ocp.CheckpointManagerOptions(read_only=True),
       item_names=("state", "config"),
-      item_handlers={"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler()})
+      # PyTree handler: it reads StandardSave output and accepts the partial PyTreeRestore below.
+      item_handlers={"state": ocp.PyTreeCheckpointHandler(), "config": ocp.JsonCheckpointHandler()})
   steps = manager.all_steps()
   if not steps:
     raise FileNotFoundError(f"{directory} holds no complete checkpoint")
