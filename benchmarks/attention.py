@@ -1,0 +1,172 @@
+"""Attention forward+backward: memory and time of the Pallas flash kernel vs the model's XLA path.
+
+    .venv/bin/python benchmarks/attention.py [--seqs 1024,2048,4096,8192] [--heads 2 --kv_heads 1
+        --head_dim 128 --batch 1] [--repeats 3] [--tpu v5e]   # --tpu "" skips the TPU figures
+
+Prints one JSON line per sequence length. Measured: one jitted step computing the loss
+sum(attention(q, k, v) * cotangent) and its gradients for q, k and v (causal, packed segment ids).
+
+  cpu.*       this machine. Memory is XLA:CPU's compiled memory analysis (temp_bytes: buffers
+              beyond arguments and outputs). Time is the median wall time over --repeats rounds
+              that alternate pallas and xla, so load from other processes hits both alike. The Pallas
+              kernel runs in interpret mode on CPU (a plain XLA loop over its grid): its times are
+              only indicative of nothing on TPU.
+  tpu_<gen>.* AOT-compiled by libtpu for one chip of that TPU generation, the real Mosaic kernel
+              against XLA:TPU, bfloat16: peak_bytes (the compiler's peak) and temp_bytes. No timing.
+The figure the benchmark exists for: temp bytes must grow linearly with seq for pallas (x2 per
+doubling, see *_growth) and quadratically for xla (x4).
+"""
+from __future__ import annotations
+
+import os
+import re
+
+# The real CPU cores as one device (tests/conftest.py simulates 8); libtpu only compiles here.
+os.environ["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\S+", "",
+                                 os.environ.get("XLA_FLAGS", ""))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from heph_jax.kernels.flash_attention import flash_attention
+from heph_jax.model.attention import xla_attention
+
+IMPLS = {"pallas": flash_attention, "xla": xla_attention}
+TOPOLOGIES = {"v5e": ("v5e:2x2", "default"), "v5p": ("v5:2x2x1", "megacore"),
+              "v6e": ("v6e:2x2", "default")}
+
+
+def packed_segments(batch, seq, seed=0):
+  """A few documents per row and a padding tail (id 0) on every other row."""
+  rng = np.random.default_rng(seed)
+  ids = np.zeros((batch, seq), np.int32)
+  for row in range(batch):
+    used = seq - (int(rng.integers(1, seq // 8)) if row % 2 else 0)
+    cuts = np.sort(rng.choice(np.arange(1, used), size=3, replace=False))
+    ids[row, :used] = np.searchsorted(cuts, np.arange(used), side="right") + 1
+  return ids
+
+
+def step_fn(impl):
+  def loss(q, k, v, segment_ids, cotangent):
+    out = IMPLS[impl](q, k, v, segment_ids, causal=True)
+    return jnp.sum(out.astype(jnp.float32) * cotangent)
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+
+
+def shapes(args, seq, dtype, sharding=None):
+  tile = lambda heads: jax.ShapeDtypeStruct((args.batch, seq, heads, args.head_dim), dtype,
+                                            sharding=sharding)
+  return (tile(args.heads), tile(args.kv_heads), tile(args.kv_heads),
+          jax.ShapeDtypeStruct((args.batch, seq), jnp.int32, sharding=sharding),
+          jax.ShapeDtypeStruct((args.batch, seq, args.heads, args.head_dim), jnp.float32,
+                               sharding=sharding))
+
+
+def memory(compiled):
+  stats = compiled.memory_analysis()
+  return {"temp_bytes": int(stats.temp_size_in_bytes),
+          "peak_bytes": int(getattr(stats, "peak_memory_in_bytes", 0) or 0)}
+
+
+def cpu_figures(args, seq):
+  dtype = jnp.dtype(args.cpu_dtype)
+  keys = jax.random.split(jax.random.PRNGKey(seq), 4)
+  q, k, v, _, cotangent = shapes(args, seq, dtype)
+  inputs = (jax.random.normal(keys[0], q.shape, dtype), jax.random.normal(keys[1], k.shape, dtype),
+            jax.random.normal(keys[2], v.shape, dtype), jnp.asarray(packed_segments(args.batch, seq)),
+            jax.random.normal(keys[3], cotangent.shape, jnp.float32))
+  compiled, figures = {}, {}
+  for impl in IMPLS:
+    start = time.perf_counter()
+    compiled[impl] = step_fn(impl).lower(*inputs).compile()
+    figures[impl] = {**memory(compiled[impl]), "compile_seconds": time.perf_counter() - start}
+    jax.block_until_ready(compiled[impl](*inputs))  # warm-up
+  times = {impl: [] for impl in IMPLS}
+  for _ in range(args.repeats):
+    for impl in IMPLS:
+      start = time.perf_counter()
+      jax.block_until_ready(compiled[impl](*inputs))
+      times[impl].append(time.perf_counter() - start)
+  for impl in IMPLS:
+    figures[impl]["seconds"] = statistics.median(times[impl])
+  return figures
+
+
+def tpu_figures(args, seq, generation):
+  from jax.experimental.topologies import get_topology_desc
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  name, chip_config = TOPOLOGIES[generation]
+  devices = get_topology_desc(platform="tpu", topology_name=name, chip_config_name=chip_config,
+                              chips_per_host_bounds=(2, 2, 1), num_slices=1).devices
+  mesh = Mesh(np.array(devices[:1]), ("x",))
+  figures = {}
+  for impl in IMPLS:
+    with jax.set_mesh(mesh):
+      lowered = step_fn(impl).lower(*shapes(args, seq, jnp.bfloat16, NamedSharding(mesh, P())))
+    try:
+      figures[impl] = memory(lowered.compile())
+    except Exception as e:  # an HBM overflow is a figure too
+      figures[impl] = {"error": str(e).splitlines()[0][:200]}
+  return figures
+
+
+def growth(previous, current, key):
+  try:
+    return {impl: round(current[impl][key] / previous[impl][key], 2) for impl in IMPLS}
+  except (KeyError, TypeError, ZeroDivisionError):
+    return None
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--seqs", default="1024,2048,4096,8192")
+  parser.add_argument("--batch", type=int, default=1)
+  parser.add_argument("--heads", type=int, default=2)
+  parser.add_argument("--kv_heads", type=int, default=1)
+  parser.add_argument("--head_dim", type=int, default=128)
+  parser.add_argument("--cpu_dtype", default="float32", help="bf16 matmuls are slow on CPU")
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--tpu", default="v5e", help="TPU generation for AOT memory; '' to skip")
+  args = parser.parse_args()
+  if args.tpu and args.tpu not in TOPOLOGIES:
+    parser.error(f"--tpu must be one of {sorted(TOPOLOGIES)} or '', got {args.tpu!r}")
+  try:
+    import libtpu  # noqa: F401
+  except ImportError:
+    args.tpu = ""
+
+  previous = None
+  for seq in (int(s) for s in args.seqs.split(",")):
+    line = {"benchmark": "attention_fwd_bwd", "seq": seq, "batch": args.batch, "heads": args.heads,
+            "kv_heads": args.kv_heads, "head_dim": args.head_dim, "causal": True,
+            "cpu_dtype": args.cpu_dtype, "cpu": cpu_figures(args, seq),
+            "note": "cpu pallas = interpret mode (an XLA loop), times only indicative"}
+    line["cpu"]["xla_over_pallas_temp_bytes"] = round(
+        line["cpu"]["xla"]["temp_bytes"] / max(line["cpu"]["pallas"]["temp_bytes"], 1), 2)
+    if args.tpu:
+      line[f"tpu_{args.tpu}"] = tpu_figures(args, seq, args.tpu)
+    if previous is not None:
+      line["cpu_temp_growth"] = growth(previous["cpu"], line["cpu"], "temp_bytes")
+      if args.tpu:
+        line[f"tpu_{args.tpu}_peak_growth"] = growth(previous[f"tpu_{args.tpu}"],
+                                                     line[f"tpu_{args.tpu}"], "peak_bytes")
+    print(json.dumps(line), flush=True)
+    previous = line
+
+
+if __name__ == "__main__":
+  main()
