@@ -1,6 +1,7 @@
 """Per-host, deterministic, checkpointable iterator of packed training batches.
 
-    prepared token shards --SeqIO Task per source--> Mixture at configured rates (shuffled; the
+    prepared TFDS dataset per source (heph_jax.data.tfds_forge) --SeqIO Task over
+    seqio.TfdsDataSource--> Mixture at configured rates (shuffled; the
     whole stream, or this host's shard of the records) --chunk to seq_len--> numpy Packer -->
     batches {tokens, segment_ids, positions, loss_weights} of [rows_per_host, seq_len]
 
@@ -38,7 +39,7 @@ def _tf():
 
 
 def _parse_and_chunk(seq_len: int, task_id: int):
-  """Preprocessor: parsed example -> chunks of <= seq_len tokens, each tagged with its task."""
+  """Preprocessor: tokenized document -> chunks of <= seq_len tokens, each tagged with its task."""
   tf = _tf()
 
   def fn(dataset):
@@ -59,18 +60,18 @@ def _parse_and_chunk(seq_len: int, task_id: int):
 def register_task(prepared: PreparedSource, seq_len: int, task_id: int, shuffle_buffer: int) -> str:
   import seqio
   tf = _tf()
-  name = f"heph_{prepared.task}_{prepared.manifest['fingerprint']}_{seq_len}_{task_id}_{shuffle_buffer}"
+  where = hashlib.sha256(prepared.directory.encode()).hexdigest()[:8]  # same data, other cache
+  name = (f"heph_{prepared.task}_{prepared.manifest['fingerprint']}_{where}_{seq_len}_{task_id}_"
+          f"{shuffle_buffer}")
   if name in seqio.TaskRegistry.names():
     return name
-  source = seqio.TFExampleDataSource(
-      split_to_filepattern={s: prepared.files(s) for s in ("train", "validation")},
-      feature_description={"targets": tf.io.VarLenFeature(tf.int64),
-                           "loss_weights": tf.io.VarLenFeature(tf.int64)})
+  # read_only: never let TFDS (re)generate or look for the dataset on GCS; prepare made it.
+  source = seqio.TfdsDataSource(tfds_name=prepared.tfds_name, tfds_data_dir=prepared.directory,
+                                splits=("train", "validation"), read_only=True)
   ids = seqio.PassThroughVocabulary(size=0)
   seqio.TaskRegistry.add(
       name, source=source, shuffle_buffer_size=shuffle_buffer,
-      preprocessors=[lambda ds: ds.map(lambda ex: {k: tf.sparse.to_dense(v) for k, v in ex.items()}),
-                     _parse_and_chunk(seq_len, task_id)],
+      preprocessors=[_parse_and_chunk(seq_len, task_id)],
       output_features={
           "targets": seqio.Feature(ids, add_eos=False, dtype=tf.int32),
           "loss_weights": seqio.Feature(ids, add_eos=False, dtype=tf.int32),
@@ -174,17 +175,20 @@ class DataPipeline:
     return name
 
   def _train_dataset(self, seed: int):
+    # try_in_mem_cache=False: TFDS tells seqio the example counts, and seqio would then cache
+    # sources under 10k documents in memory - and the tf.data checkpoint would carry that cache.
     import seqio
     return seqio.get_mixture_or_task(self.mixture_name()).get_dataset(
         sequence_length=self._LENGTHS, split="train", use_cached=False, shuffle=True, seed=seed,
         shard_info=self._shard_info(), num_epochs=None, trim_output_features=False,
-        log_mixing_proportions=False)
+        log_mixing_proportions=False, try_in_mem_cache=False)
 
   def _eval_dataset(self, task: str):
     import seqio
     return seqio.get_mixture_or_task(self.task_names[task]).get_dataset(
         sequence_length=self._LENGTHS, split="validation", use_cached=False, shuffle=False,
-        shard_info=self._shard_info(), num_epochs=None, trim_output_features=False)
+        shard_info=self._shard_info(), num_epochs=None, trim_output_features=False,
+        try_in_mem_cache=False)
 
   def rows_per_host(self, global_rows: int) -> int:
     return global_rows // self.process_count if self._by_records else global_rows

@@ -1,12 +1,16 @@
-"""Forge JSONL -> tokenized TFRecord shards (train / validation), prepared once per source.
+"""Forge JSONL -> tokenized TFDS dataset (train / validation), prepared once per source.
 
 Tokenizing here, in Python, keeps the tf.data pipeline to file reads and int ops: it stays
 checkpointable (no py_function) and works with any tokenizer (SentencePiece or tokenizer.json).
-A prepared source is a folder named by a fingerprint of everything it depends on (input bytes,
-tokenizer files, template version, loss mode, split fraction), so a change re-prepares and an
-unchanged source is reused:
+The tokenized documents are stored by a versioned TFDS builder (heph_jax.data.tfds_forge) and read
+with seqio.TfdsDataSource. A prepared source is a folder named by a fingerprint of everything it
+depends on (input bytes, tokenizer files, template and builder versions, loss mode, split
+fraction), so a change re-prepares and an unchanged source is reused:
 
-    CACHE/<task>/<fingerprint>/{train-00000-of-N.tfrecord, validation-..., manifest.json}
+    CACHE/<task>/<fingerprint>/                      the TFDS data_dir of this source
+        forge_<task>/<version>/{dataset_info.json, features.json, *.tfrecord-*}
+        manifest.json                                what went in, record and token counts
+        {train,validation}-lengths.npy               document lengths (token-share correction)
 
 Run ahead of a large job: `python -m heph_jax.data.prepare --config configs/X.py`.
 """
@@ -23,8 +27,7 @@ import numpy as np
 
 from heph_jax.model.config import ConfigError
 
-PREPARE_VERSION = "2"
-RECORDS_PER_SHARD = 20_000
+PREPARE_VERSION = "3"  # 3: TFDS datasets instead of hand-written TFRecord shards
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +35,11 @@ class PreparedSource:
   task: str
   directory: str
   manifest: dict
+
+  @property
+  def tfds_name(self) -> str:
+    """`name:version` of the TFDS dataset; `directory` is its data_dir."""
+    return self.manifest["tfds_name"]
 
   def files(self, split: str) -> list[str]:
     return [os.path.join(self.directory, f) for f in self.manifest["files"][split]]
@@ -51,9 +59,10 @@ def _file_digest(path: str) -> str:
 
 
 def fingerprint(files, tokenizer, data_cfg) -> str:
-  from heph_jax.data import forge
-  parts = [PREPARE_VERSION, forge.TEMPLATE_VERSION, tokenizer.fingerprint(), data_cfg.loss_on,
-           repr(float(data_cfg.validation_fraction))] + [_file_digest(f) for f in files]
+  from heph_jax.data import forge, tfds_forge
+  parts = [PREPARE_VERSION, tfds_forge.VERSION, forge.TEMPLATE_VERSION, tokenizer.fingerprint(),
+           data_cfg.loss_on, repr(float(data_cfg.validation_fraction))]
+  parts += [_file_digest(f) for f in files]
   return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -73,19 +82,11 @@ def encode_record(record, tokenizer, loss_on: str):
   return tokenizer.encode_pieces(pieces, add_bos=True, add_eos=True)
 
 
-def _example(ids, weights):
-  import tensorflow as tf
-  feature = {
-      "targets": tf.train.Feature(int64_list=tf.train.Int64List(value=ids)),
-      "loss_weights": tf.train.Feature(int64_list=tf.train.Int64List(value=weights)),
-  }
-  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
 def prepare_source(task: str, files: list[str], tokenizer, data_cfg, cache_root: str,
                    log=print) -> PreparedSource:
-  import tensorflow as tf
   from heph_jax.data import forge
+  if "://" not in cache_root:
+    cache_root = os.path.abspath(cache_root)  # the TFDS data_dir; reads may run from elsewhere
   key = fingerprint(files, tokenizer, data_cfg)
   final = os.path.join(cache_root, task, key)
   manifest_path = os.path.join(final, "manifest.json")
@@ -112,7 +113,7 @@ def prepare_source(task: str, files: list[str], tokenizer, data_cfg, cache_root:
   lengths = {"train": [], "validation": []}
   for (_, ids, weights), held_out in zip(encoded, is_validation):
     split = "validation" if held_out else "train"
-    examples[split].append(_example(ids, weights))
+    examples[split].append((ids, weights))
     lengths[split].append(len(ids))
   tokens = {split: int(sum(v)) for split, v in lengths.items()}
   for split in examples:
@@ -122,17 +123,15 @@ def prepare_source(task: str, files: list[str], tokenizer, data_cfg, cache_root:
 
   os.makedirs(os.path.join(cache_root, task), exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{key}-", dir=os.path.join(cache_root, task))
+  from heph_jax.data import tfds_forge
+  shard_files = tfds_forge.build_dataset(
+      task, examples, tmp, description=f"Forge source {task!r} from {files}, tokenizer "
+      f"{tokenizer.name}, template {forge.TEMPLATE_VERSION}, loss_on={data_cfg.loss_on!r}")
   manifest = {"task": task, "fingerprint": key, "inputs": files, "tokenizer": tokenizer.name,
-              "template": forge.TEMPLATE_VERSION, "loss_on": data_cfg.loss_on, "files": {},
+              "template": forge.TEMPLATE_VERSION, "loss_on": data_cfg.loss_on,
+              "tfds_name": tfds_forge.tfds_name(task), "files": shard_files,
               "records": {s: len(v) for s, v in examples.items()}, "tokens": tokens, "skipped": skipped}
-  for split, items in examples.items():
-    num_shards = max(1, -(-len(items) // RECORDS_PER_SHARD))
-    names = [f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
-    for i, name in enumerate(names):
-      with tf.io.TFRecordWriter(os.path.join(tmp, name)) as writer:
-        for item in items[i::num_shards]:
-          writer.write(item)
-    manifest["files"][split] = names
+  for split in examples:
     np.save(os.path.join(tmp, f"{split}-lengths.npy"), np.asarray(lengths[split], np.int32))
   with open(os.path.join(tmp, "manifest.json"), "w") as f:
     json.dump(manifest, f, indent=1)

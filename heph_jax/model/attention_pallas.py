@@ -15,7 +15,7 @@ from jax.sharding import PartitionSpec as P
 
 from heph_jax.kernels.flash_attention import flash_attention
 
-_BATCH_AXES = ("data", "fsdp")
+_BATCH_AXES = ("dcn_data", "data", "fsdp")  # the "batch" rule's mesh axes
 _HEAD_AXES = ("tensor",)
 
 
