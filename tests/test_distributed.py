@@ -81,8 +81,9 @@ def test_two_processes_form_one_8_device_system(repo_root):
   results = []
   for w, (out, err) in zip(workers, outputs):
     assert w.returncode == 0, err[-3000:]
-    # Gloo's C++ also writes to stdout, unsynchronised: find our tagged JSON.
-    found = re.search(r"RESULT (\{.*?\})", out)
+    # Gloo's C++ also writes to stdout, unsynchronised (even between "RESULT" and its JSON): find
+    # the JSON object itself, which one write puts out whole.
+    found = re.search(r"(\{\"process_index\".*?\})", out)
     assert found, out[-3000:]
     results.append(json.loads(found.group(1)))
   for i, r in enumerate(results):
