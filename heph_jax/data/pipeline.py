@@ -196,7 +196,9 @@ class DataPipeline:
   def train_iterator(self, global_rows: int) -> BatchIterator:
     seed = self.config.seed * 1000 + 17
     ds = self._train_dataset(seed).prefetch(64)
-    return BatchIterator(ds, self.rows_per_host(global_rows), self.seq_len, self.config.data.pack_rows)
+    it = BatchIterator(ds, self.rows_per_host(global_rows), self.seq_len, self.config.data.pack_rows)
+    it.same_on_every_process = not self._by_records  # lets a resume change the host count
+    return it
 
   def eval_batches(self, global_rows: int, num_batches: int) -> dict[str, list[dict]]:
     """Fixed validation batches per task (the same every eval, so evals are comparable)."""

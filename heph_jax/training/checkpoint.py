@@ -26,6 +26,8 @@ class DataIteratorHandler(ocp.CheckpointHandler):
 
   def restore(self, directory: epath.Path, args: "DataIteratorRestore"):
     path = directory / f"process_{jax.process_index()}"
+    if not path.exists() and getattr(args.iterator, "same_on_every_process", False):
+      path = directory / "process_0"  # every host read the same stream: any host's state will do
     if not path.exists():
       raise FileNotFoundError(f"{directory} has no data-iterator state for process {jax.process_index()}: "
                               "was this checkpoint written by a different number of processes?")
@@ -76,16 +78,20 @@ def restore(manager, step: int, abstract_state, iterator=None):
 
 
 def _resolve_step_dir(path: str) -> tuple[str, int | None]:
-  """'WORKDIR', 'WORKDIR@STEP' or a step directory -> (checkpoints dir, step or None for newest)."""
+  """'WORKDIR', 'WORKDIR@STEP' or a step directory -> (checkpoints dir, step or None for newest).
+
+  epath, not os.path: a workdir may be on gs://.
+  """
   step = None
-  if "@" in os.path.basename(path):
+  if "@" in path.rstrip("/").rsplit("/", 1)[-1]:
     path, step_text = path.rsplit("@", 1)
     step = int(step_text)
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    return os.path.join(path, "checkpoints"), step
-  if os.path.basename(os.path.normpath(path)).isdigit():
-    return os.path.dirname(os.path.normpath(path)), int(os.path.basename(os.path.normpath(path)))
-  return path, step
+  root = epath.Path(path)
+  if (root / "checkpoints").is_dir():
+    return str(root / "checkpoints"), step
+  if root.name.isdigit():
+    return str(root.parent), int(root.name)
+  return str(root), step
 
 
 def restore_params(workdir: str, step: int | None = None, shardings=None):
@@ -98,7 +104,7 @@ def restore_params(workdir: str, step: int | None = None, shardings=None):
   from heph_jax.model import llama
   directory, at_step = _resolve_step_dir(workdir)
   step = step if step is not None else at_step
-  if not os.path.isdir(directory):
+  if not epath.Path(directory).is_dir():
     raise FileNotFoundError(f"no heph_jax checkpoints at {workdir!r} (expected {directory})")
   manager = ocp.CheckpointManager(
       directory, options=ocp.CheckpointManagerOptions(read_only=True),
