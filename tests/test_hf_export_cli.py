@@ -100,12 +100,21 @@ def test_cli_tokenizer_encodes_like_ours(run, tmp_path):
   assert str(model.dtype) == "torch.bfloat16"
 
 
-def test_cli_step_and_errors(run, tmp_path, capsys):
+def test_cli_step_and_errors(run, tmp_path, capsys, monkeypatch):
   workdir, cfg, _, _ = run
   out = str(tmp_path / "hf2")
   assert export_cli.main(["--workdir", workdir, "--step", "2", "--out", out]) == 0
   older = AutoModelForCausalLM.from_pretrained(out).eval()
   _, _, params2, _ = checkpoint.restore_params(workdir, step=2)
+  # The forms init_from="ckpt:..." accepts, relative to the working directory as users type them.
+  monkeypatch.chdir(os.path.dirname(workdir))
+  rel = os.path.basename(workdir)
+  for spec in (rel + "@2", os.path.join(rel, "checkpoints", "2")):
+    _, _, same, step = checkpoint.restore_params(spec)
+    assert step == 2
+    for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(params2)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  monkeypatch.undo()
   tokens = random_tokens(cfg.vocab_size, seed=4)
   np.testing.assert_allclose(torch_logits(older, tokens),
                              np.asarray(llama.apply(cfg.replace(dtype="float32"), params2, tokens)),

@@ -86,7 +86,7 @@ def _resolve_step_dir(path: str) -> tuple[str, int | None]:
   if "@" in path.rstrip("/").rsplit("/", 1)[-1]:
     path, step_text = path.rsplit("@", 1)
     step = int(step_text)
-  root = epath.Path(path)
+  root = epath.Path(path if "://" in path else os.path.abspath(path))  # Orbax wants absolute paths
   if (root / "checkpoints").is_dir():
     return str(root / "checkpoints"), step
   if root.name.isdigit():
