@@ -6,6 +6,8 @@ resumes from the newest checkpoint (state, data iterator and step exactly where 
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow serves only the input pipeline here
 import signal
 import sys
 import time
@@ -174,6 +176,10 @@ def _any_process(flag: bool) -> bool:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # library INFO lines (Orbax) would drown the progress line
+  from heph_jax.parallel.distributed import is_tpu_vm
+  if not is_tpu_vm():  # libtpu (test extra) probes for a TPU pod on any machine: keep it quiet
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
   config = FLAGS.config
   if config is None or not FLAGS.workdir:
     raise app.UsageError("both --config and --workdir are required")
