@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import REPO_ROOT, config_flags_for
 
 STEPS = 14
@@ -47,8 +49,23 @@ def _wait_for_step(proc, workdir, step, timeout=600):
   raise AssertionError(f"step {step} not reached in {timeout}s")
 
 
-def test_sigkill_then_resume_is_bitwise_identical(tiny_corpus, tmp_path):
+@pytest.fixture(scope="module")
+def llama3_style_tokenizer(tmp_path_factory):
+  """A Hugging Face tokenizer.json directory in the Llama-3 style (byte-level BPE), built here."""
+  sys.path.insert(0, str(REPO_ROOT / "tests" / "fixtures" / "tokenizers"))
+  import tokenizer_builders
+  from heph_jax.data.tokenizer import load_tokenizer
+  directory = tokenizer_builders.build_llama3_style(str(tmp_path_factory.mktemp("llama3_tok")),
+                                                    vocab_size=1000)
+  return directory, load_tokenizer("hf:" + directory).vocab_size
+
+
+@pytest.mark.parametrize("tokenizer", ["sp", "hf"])
+def test_sigkill_then_resume_is_bitwise_identical(tiny_corpus, tmp_path, tokenizer, request):
   flags = [f"--config.num_train_steps={STEPS}", "--config.checkpoint_every_steps=4"]
+  if tokenizer == "hf":  # Llama-3's kind of tokenizer: resume must stay exact with it too
+    directory, vocab = request.getfixturevalue("llama3_style_tokenizer")
+    flags += [f"--config.data.tokenizer=hf:{directory}", f"--config.model.vocab_size={vocab}"]
   reference = tmp_path / "reference"
   subprocess.run(_command(tiny_corpus, reference, *flags), env=_env(), check=True,
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
