@@ -48,6 +48,18 @@ def _constrain(x, axes):
   return nn.with_logical_constraint(x, axes)
 
 
+def _matmul(tokens, weight, dtype, out_dtype=None):
+  """tokens [N, in] x weight [*in_dims, *out_dims] (prod(in_dims) = in) -> [N, prod(out_dims)].
+
+  Batch and sequence are flattened into one token axis on purpose: with two contracting axes
+  (batch, seq) in the weight gradient, XLA:CPU routes the backward matmuls through slow
+  transposing copies; one token axis keeps every matmul, forward and backward, a plain GEMM
+  (benchmarks/README.md).
+  """
+  weight = weight.reshape(tokens.shape[-1], -1).astype(dtype)
+  return jnp.matmul(tokens, weight, preferred_element_type=out_dtype)
+
+
 class RMSNorm(nn.Module):
   cfg: ModelConfig
 
@@ -70,9 +82,11 @@ class Attention(nn.Module):
     wk = _param(self, "k", (d, kv, hd), ("embed", "kv_heads", "head_dim"), cfg)
     wv = _param(self, "v", (d, kv, hd), ("embed", "kv_heads", "head_dim"), cfg)
     wo = _param(self, "o", (h, hd, d), ("heads", "head_dim", "embed"), cfg)
-    q = jnp.einsum("bsd,dhk->bshk", x, wq.astype(dtype))
-    k = jnp.einsum("bsd,dhk->bshk", x, wk.astype(dtype))
-    v = jnp.einsum("bsd,dhk->bshk", x, wv.astype(dtype))
+    b, s = x.shape[:2]
+    tokens = x.reshape(b * s, d)
+    q = _matmul(tokens, wq, dtype).reshape(b, s, h, hd)
+    k = _matmul(tokens, wk, dtype).reshape(b, s, kv, hd)
+    v = _matmul(tokens, wv, dtype).reshape(b, s, kv, hd)
     q = _constrain(q, ("batch", "seq", "heads", "head_dim"))
     k = _constrain(k, ("batch", "seq", "kv_heads", "head_dim"))
     v = _constrain(v, ("batch", "seq", "kv_heads", "head_dim"))
@@ -80,7 +94,7 @@ class Attention(nn.Module):
     q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
     out = attention(q, k, v, segment_ids, impl=cfg.attention_impl, causal=True)
     out = _constrain(out, ("batch", "seq", "heads", "head_dim"))
-    return jnp.einsum("bshk,hkd->bsd", out, wo.astype(dtype))
+    return _matmul(out.reshape(b * s, h * hd), wo, dtype).reshape(b, s, d)
 
 
 class MLP(nn.Module):
@@ -93,9 +107,11 @@ class MLP(nn.Module):
     gate = _param(self, "gate", (d, f), ("embed", "mlp"), cfg)
     up = _param(self, "up", (d, f), ("embed", "mlp"), cfg)
     down = _param(self, "down", (f, d), ("mlp", "embed"), cfg)
-    hidden = jax.nn.silu(x @ gate.astype(dtype)) * (x @ up.astype(dtype))
-    hidden = _constrain(hidden, ("batch", "seq", "mlp"))
-    return hidden @ down.astype(dtype)
+    b, s = x.shape[:2]
+    tokens = x.reshape(b * s, d)
+    hidden = jax.nn.silu(_matmul(tokens, gate, dtype)) * _matmul(tokens, up, dtype)
+    hidden = _constrain(hidden.reshape(b, s, f), ("batch", "seq", "mlp"))
+    return _matmul(hidden.reshape(b * s, f), down, dtype).reshape(b, s, d)
 
 
 class DecoderLayer(nn.Module):
@@ -138,8 +154,9 @@ class Decoder(nn.Module):
       head = embedding.T
     else:
       head = _param(self, "lm_head", (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), cfg)
-    logits = jnp.einsum("bsd,dv->bsv", x, head.astype(dtype), preferred_element_type=jnp.float32)
-    return _constrain(logits, ("batch", "seq", "vocab"))
+    b, s = tokens.shape
+    logits = _matmul(x.reshape(b * s, cfg.hidden_size), head, dtype, out_dtype=jnp.float32)
+    return _constrain(logits.reshape(b, s, cfg.vocab_size), ("batch", "seq", "vocab"))
 
 
 def _nest(params):
