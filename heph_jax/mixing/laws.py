@@ -12,13 +12,15 @@ law over the simplex, the agent ratio for a 1-D law, the step count for the step
 """
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 
 # Keeps x**-alpha finite at the edges of [0, 1].
 _EDGE_EPS = 1e-6
 
 
-class Law:
+class Law(abc.ABC):
   """Base class. Subclasses fill in the names, bounds and the basis."""
 
   name = ""
@@ -31,11 +33,13 @@ class Law:
       raise ValueError(
           f"law '{self.name}' takes {self.required_dim} coordinate(s), got {dim}")
 
+  @abc.abstractmethod
   def linear_names(self, dim: int) -> list[str]:
-    raise NotImplementedError
+    ...
 
+  @abc.abstractmethod
   def nonlinear_names(self, dim: int) -> list[str]:
-    raise NotImplementedError
+    ...
 
   def param_names(self, dim: int, coord_names: list[str]) -> list[str]:
     """Names for reports, in coef-then-theta order."""
@@ -48,19 +52,21 @@ class Law:
     k = len(self.linear_names(dim))
     return np.full(k, -np.inf), np.full(k, np.inf)
 
+  @abc.abstractmethod
   def nonlinear_bounds(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    raise NotImplementedError
+    ...
 
+  @abc.abstractmethod
   def initial_nonlinear(self, dim: int, rng: np.random.Generator, count: int) -> np.ndarray:
     """[count, num_nonlinear] starting points; the first is a fixed, sensible default."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def basis(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
     """[num_points, num_linear] design matrix for nonlinear parameters theta."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def formula(self, coord_names: list[str]) -> str:
-    raise NotImplementedError
+    ...
 
   def predict(self, x: np.ndarray, theta: np.ndarray, coef: np.ndarray) -> np.ndarray:
     return self.basis(np.asarray(x, dtype=np.float64), np.asarray(theta)) @ np.asarray(coef)
