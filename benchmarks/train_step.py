@@ -5,9 +5,9 @@
 
 Prints one JSON line (keys in benchmarks/README.md). The heph_jax step is built exactly as
 heph_jax/train.py builds it (make_optimizer, state_shardings, create_state, jit with shardings and
-donation on the config's mesh, here 1 CPU device). Timing runs in rounds - one heph_jax step, one
-matmul, one torch step per round - so that load from other processes on a shared machine hits all
-three alike; each figure is the median over rounds.
+donation on the config's mesh, here 1 CPU device). Timing runs in rounds - one heph_jax step,
+three matmuls, one torch step per round - so that load from other processes on a shared machine
+hits all three alike; each figure is the median over rounds.
 """
 from __future__ import annotations
 
@@ -15,22 +15,23 @@ import os
 import re
 import sys
 
-# glibc malloc hands each large buffer back to the kernel when freed, so every step page-faults
-# its multi-GB temporaries in afresh (~0.1 s per 256 MB, counted as system time). Keeping freed
-# memory in one heap for reuse makes a step ~10-25 % faster for heph_jax and torch alike. These
-# are read at process start, so the script re-executes itself once with them set; set
-# HEPH_BENCH_MALLOC=default to measure glibc's defaults instead.
+# glibc malloc hands each large buffer back to the kernel when freed, so the next call page-faults
+# it in afresh (~0.1 s per 256 MB, counted as system time). Keeping freed memory in one heap for
+# reuse keeps the short peak matmul free of that (its measured peak is ~5-10 % higher, so
+# fraction_of_peak is the more conservative); the original heph_jax step also ran ~10 % faster,
+# today's heph_jax and torch steps time the same either way. These are read at process start, so
+# the script re-executes itself once with them set; HEPH_BENCH_MALLOC=default keeps glibc's.
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "2147483647", "MALLOC_ARENA_MAX": "1"}
 if __name__ == "__main__" and os.environ.get("HEPH_BENCH_MALLOC") != "default" and any(
     os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
   os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
 
 # Before jax is imported: the real CPU cores as one device (tests/conftest.py simulates 8 devices,
-# which splits the same threads 8 ways), plus the XLA:CPU flags this benchmark found fastest.
-XLA_CPU_FLAGS = ()
-_flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", os.environ.get("XLA_FLAGS", ""))
-os.environ["XLA_FLAGS"] = " ".join([_flags.strip(), *XLA_CPU_FLAGS]).strip()
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# which splits the same threads 8 ways). No XLA:CPU flag measured faster than the defaults
+# (benchmarks/README.md); flags set by the caller are kept.
+os.environ["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\S+", "",
+                                 os.environ.get("XLA_FLAGS", "")).strip()
+os.environ["JAX_PLATFORMS"] = "cpu"  # a CPU benchmark, also on a TPU VM
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json
@@ -61,8 +62,8 @@ def synthetic_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int = 
   segment_ids = np.zeros((batch_size, seq_len), np.int32)
   positions = np.zeros((batch_size, seq_len), np.int32)
   for row in range(batch_size):
-    used = seq_len - (rng.integers(1, seq_len // 8) if row % 2 else 0)
-    cuts = np.sort(rng.choice(np.arange(1, used), size=2, replace=False))
+    used = seq_len - (rng.integers(1, seq_len // 8) if row % 2 and seq_len >= 16 else 0)
+    cuts = np.sort(rng.choice(np.arange(1, used), size=min(2, used - 1), replace=False))
     for doc, (start, end) in enumerate(zip([0, *cuts], [*cuts, used]), start=1):
       segment_ids[row, start:end] = doc
       positions[row, start:end] = np.arange(end - start)
@@ -71,7 +72,10 @@ def synthetic_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int = 
 
 
 def build_heph_step(config):
-  """(run_one_step, model_cfg, batch_size): the jitted train step exactly as heph_jax/train.py."""
+  """The jitted train step exactly as heph_jax/train.py builds it, on one synthetic batch.
+
+  Returns (run_one_step, model_cfg, batch_size, host_batch); run_one_step() -> loss.
+  """
   import flax.linen as nn
   import jax
   from heph_jax import config as config_lib
@@ -117,8 +121,12 @@ def build_matmul(n: int, dtype: str):
 
 def build_torch_step(config, model_cfg, host_batch, threads: int):
   """One forward + backward + AdamW step of transformers.LlamaForCausalLM of the same shape."""
-  import torch
-  import transformers
+  try:
+    import torch
+    import transformers
+  except ImportError as e:
+    raise SystemExit(f"benchmarks/train_step.py: the transformers baseline needs torch and "
+                     f"transformers ({e}); install them or pass --torch=false")
   torch.set_num_threads(threads)
   torch.manual_seed(config.seed)
   hf_cfg = transformers.LlamaConfig(
@@ -228,8 +236,15 @@ def run_benchmark(config, steps: int, warmup: int, matmul_size: int, with_torch:
 
 def main(argv):
   del argv
-  print(json.dumps(run_benchmark(FLAGS.config, FLAGS.steps, FLAGS.warmup, FLAGS.matmul_size,
-                                 FLAGS.torch)), flush=True)
+  from heph_jax.model.config import ConfigError
+  if FLAGS.steps < 1 or FLAGS.warmup < 1:
+    raise app.UsageError(f"--steps ({FLAGS.steps}) and --warmup ({FLAGS.warmup}) must be >= 1")
+  try:
+    result = run_benchmark(FLAGS.config, FLAGS.steps, FLAGS.warmup, FLAGS.matmul_size, FLAGS.torch)
+  except ConfigError as e:
+    print(f"benchmarks/train_step.py: configuration error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
