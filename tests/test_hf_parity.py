@@ -45,6 +45,21 @@ def test_logits_match_transformers(hf_checkpoint):
   assert theirs.std() > 100 * TOLERANCE  # the logits are far from trivially equal
 
 
+def test_logits_match_transformers_over_several_attention_blocks(hf_checkpoint):
+  """Seq 300: the XLA path splits causal attention into query blocks (heph_jax/model/attention.py)."""
+  name, model, hf_dir = hf_checkpoint
+  window = getattr(model.config, "sliding_window", None)
+  model.config.sliding_window = None  # heph_jax attends over the full causal context (documented)
+  cfg, params = hf.load(hf_dir)
+  cfg = cfg.replace(dtype="float32")
+  tokens = random_tokens(cfg.vocab_size, shape=(1, 300), seed=5)
+  try:
+    theirs = torch_logits(model, tokens)
+  finally:
+    model.config.sliding_window = window
+  np.testing.assert_allclose(np.asarray(llama.apply(cfg, params, tokens)), theirs, rtol=0, atol=TOLERANCE)
+
+
 def test_config_fields_are_carried(hf_checkpoint):
   name, model, hf_dir = hf_checkpoint
   cfg = hf.config_from_hf(hf_dir)
