@@ -10,48 +10,8 @@ from heph_jax.kernels.flash_attention import BlockSizes, flash_attention, mha_re
 from heph_jax.model.attention import attention, xla_attention
 from heph_jax.model.attention_pallas import pallas_attention
 
-
-def _random_segments(rng, batch, seq, all_padding_row=False):
-  """Packed rows: a few documents of random lengths, then trailing padding (id 0)."""
-  rows = []
-  for row in range(batch):
-    if all_padding_row and row == batch - 1:
-      rows.append(np.zeros(seq, np.int32))
-      continue
-    real = seq - int(rng.integers(0, seq // 3))
-    cuts = np.sort(rng.choice(np.arange(1, real), size=min(3, real - 1), replace=False))
-    ids = np.searchsorted(cuts, np.arange(real), side="right") + 1
-    rows.append(np.concatenate([ids, np.zeros(seq - real, np.int64)]).astype(np.int32))
-  return jnp.asarray(np.stack(rows))
-
-
-def _inputs(seed, batch, seq, heads, kv_heads, head_dim, dtype=jnp.float32):
-  keys = jax.random.split(jax.random.PRNGKey(seed), 4)
-  q = jax.random.normal(keys[0], (batch, seq, heads, head_dim), jnp.float32).astype(dtype)
-  k = jax.random.normal(keys[1], (batch, seq, kv_heads, head_dim), jnp.float32).astype(dtype)
-  v = jax.random.normal(keys[2], (batch, seq, kv_heads, head_dim), jnp.float32).astype(dtype)
-  cotangent = jax.random.normal(keys[3], (batch, seq, heads, head_dim), jnp.float32)
-  return q, k, v, cotangent
-
-
-def _value_and_grads(fn, q, k, v, segment_ids, cotangent, **kwargs):
-  """(out, dq, dk, dv) of fn at (q, k, v) for the given output cotangent, all float32."""
-  @jax.jit
-  def run(q, k, v, segment_ids, cotangent):
-    out, vjp = jax.vjp(lambda q, k, v: fn(q, k, v, segment_ids, **kwargs), q, k, v)
-    return (out, *vjp(cotangent.astype(out.dtype)))
-  return [x.astype(jnp.float32) for x in run(q, k, v, segment_ids, cotangent)]
-
-
-def _relative_error(actual, expected):
-  return float(jnp.max(jnp.abs(actual - expected)) / jnp.max(jnp.abs(expected)))
-
-
-def _assert_close(actual, expected, bound):
-  for name, a, e in zip(("out", "dq", "dk", "dv"), actual, expected):
-    assert bool(jnp.all(jnp.isfinite(a))), f"{name} has non-finite values"
-    error = _relative_error(a, e)
-    assert error <= bound, f"{name}: relative error {error:.2e} > {bound:.0e}"
+from attention_testing import (assert_close, attention_inputs, random_segments, relative_error,
+                               value_and_grads)
 
 
 # (batch, seq, heads, kv_heads, head_dim, causal, segments, block_sizes); no seq is a multiple of
@@ -71,54 +31,54 @@ F32_CASES = [
 @pytest.mark.parametrize("batch,seq,heads,kv_heads,head_dim,causal,segments,blocks", F32_CASES)
 def test_float32_matches_reference(batch, seq, heads, kv_heads, head_dim, causal, segments, blocks):
   rng = np.random.default_rng(seq + heads)
-  q, k, v, cotangent = _inputs(seq, batch, seq, heads, kv_heads, head_dim)
-  segment_ids = _random_segments(rng, batch, seq, all_padding_row=not causal) if segments else None
+  q, k, v, cotangent = attention_inputs(seq, batch, seq, heads, kv_heads, head_dim)
+  segment_ids = random_segments(rng, batch, seq, all_padding_row=not causal) if segments else None
   kwargs = dict(causal=causal, block_sizes=blocks)
-  actual = _value_and_grads(flash_attention, q, k, v, segment_ids, cotangent, **kwargs)
-  expected = _value_and_grads(mha_reference, q, k, v, segment_ids, cotangent, **kwargs)
-  _assert_close(actual, expected, 2e-3)
+  actual = value_and_grads(flash_attention, q, k, v, segment_ids, cotangent, **kwargs)
+  expected = value_and_grads(mha_reference, q, k, v, segment_ids, cotangent, **kwargs)
+  assert_close(actual, expected, 2e-3)
 
 
 @pytest.mark.parametrize("heads,kv_heads,head_dim,causal", [
     (4, 1, 128, True), pytest.param(2, 2, 64, False, marks=pytest.mark.slow)])
 def test_bfloat16_matches_float32_reference(heads, kv_heads, head_dim, causal):
   rng = np.random.default_rng(heads)
-  q, k, v, cotangent = _inputs(7, 2, 200, heads, kv_heads, head_dim, jnp.bfloat16)
-  segment_ids = _random_segments(rng, 2, 200)
-  actual = _value_and_grads(flash_attention, q, k, v, segment_ids, cotangent, causal=causal)
+  q, k, v, cotangent = attention_inputs(7, 2, 200, heads, kv_heads, head_dim, jnp.bfloat16)
+  segment_ids = random_segments(rng, 2, 200)
+  actual = value_and_grads(flash_attention, q, k, v, segment_ids, cotangent, causal=causal)
   assert all(x.dtype == jnp.float32 for x in actual)
   # The reference sees the same bf16-rounded inputs but computes everything in float32.
   f32 = [x.astype(jnp.float32) for x in (q, k, v)]
-  expected = _value_and_grads(mha_reference, *f32, segment_ids, cotangent, causal=causal)
-  _assert_close(actual, expected, 2e-2)
+  expected = value_and_grads(mha_reference, *f32, segment_ids, cotangent, causal=causal)
+  assert_close(actual, expected, 2e-2)
 
 
 def test_matches_model_xla_path_on_real_tokens():
   """pallas_attention vs the model's own xla_attention; padding rows get no cotangent."""
   rng = np.random.default_rng(0)
-  q, k, v, cotangent = _inputs(3, 2, 160, 4, 2, 64)
-  segment_ids = _random_segments(rng, 2, 160)
+  q, k, v, cotangent = attention_inputs(3, 2, 160, 4, 2, 64)
+  segment_ids = random_segments(rng, 2, 160)
   cotangent = cotangent * (segment_ids != 0)[:, :, None, None]
-  actual = _value_and_grads(pallas_attention, q, k, v, segment_ids, cotangent)
-  expected = _value_and_grads(xla_attention, q, k, v, segment_ids, cotangent)
+  actual = value_and_grads(pallas_attention, q, k, v, segment_ids, cotangent)
+  expected = value_and_grads(xla_attention, q, k, v, segment_ids, cotangent)
   real = (segment_ids != 0)[:, :, None, None]
   actual[0], expected[0] = actual[0] * real, expected[0] * real
-  _assert_close(actual, expected, 2e-3)
+  assert_close(actual, expected, 2e-3)
 
 
 def test_causal_blocks_above_the_diagonal_are_never_read():
   """NaN keys/values in block 1 cannot reach query block 0 (forward, dq) unless it is computed;
   NaN queries in block 0 cannot reach dk/dv of key block 1 unless that pair is computed."""
-  q, k, v, cotangent = _inputs(5, 1, 256, 2, 1, 128)
+  q, k, v, cotangent = attention_inputs(5, 1, 256, 2, 1, 128)
   poison = jnp.arange(256)[None, :, None, None] >= 128
-  out, dq, _, _ = _value_and_grads(flash_attention, q, jnp.where(poison, jnp.nan, k),
+  out, dq, _, _ = value_and_grads(flash_attention, q, jnp.where(poison, jnp.nan, k),
                                    jnp.where(poison, jnp.nan, v), None, cotangent)
-  expected = _value_and_grads(mha_reference, q[:, :128], k[:, :128], v[:, :128], None,
+  expected = value_and_grads(mha_reference, q[:, :128], k[:, :128], v[:, :128], None,
                               cotangent[:, :128])
-  assert _relative_error(out[:, :128], expected[0]) <= 2e-3
-  assert _relative_error(dq[:, :128], expected[1]) <= 2e-3
+  assert relative_error(out[:, :128], expected[0]) <= 2e-3
+  assert relative_error(dq[:, :128], expected[1]) <= 2e-3
 
-  _, _, dk, dv = _value_and_grads(flash_attention, jnp.where(poison, q, jnp.nan), k, v, None,
+  _, _, dk, dv = value_and_grads(flash_attention, jnp.where(poison, q, jnp.nan), k, v, None,
                                   jnp.where(poison, cotangent, jnp.nan))
   assert bool(jnp.all(jnp.isfinite(dk[:, 128:]))) and bool(jnp.all(jnp.isfinite(dv[:, 128:])))
 
@@ -127,21 +87,21 @@ def test_sharded_over_mesh_matches_reference():
   """Under jax.set_mesh (2x2x2 over 8 CPU devices) the kernel runs per shard in shard_map."""
   mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
   rng = np.random.default_rng(1)
-  q, k, v, cotangent = _inputs(11, 4, 136, 4, 2, 64)
-  segment_ids = _random_segments(rng, 4, 136)
+  q, k, v, cotangent = attention_inputs(11, 4, 136, 4, 2, 64)
+  segment_ids = random_segments(rng, 4, 136)
   tiles = NamedSharding(mesh, P(("data", "fsdp"), None, "tensor", None))
   rows = NamedSharding(mesh, P(("data", "fsdp"), None))
   with jax.set_mesh(mesh):
     args = [jax.device_put(x, tiles) for x in (q, k, v)]
     dispatched = lambda q, k, v, s: attention(q, k, v, s, impl="pallas", causal=True)
-    actual = _value_and_grads(dispatched, *args, jax.device_put(segment_ids, rows),
+    actual = value_and_grads(dispatched, *args, jax.device_put(segment_ids, rows),
                               jax.device_put(cotangent, tiles))
     # Batch 1 divides no batch axis: the kernel must still run (replicated over data/fsdp).
-    single = _value_and_grads(pallas_attention, *(x[:1] for x in (q, k, v)), segment_ids[:1],
+    single = value_and_grads(pallas_attention, *(x[:1] for x in (q, k, v)), segment_ids[:1],
                               cotangent[:1])
-  expected = _value_and_grads(mha_reference, q, k, v, segment_ids, cotangent)
-  _assert_close(actual, expected, 2e-3)
-  _assert_close(single, [x[:1] for x in expected], 2e-3)
+  expected = value_and_grads(mha_reference, q, k, v, segment_ids, cotangent)
+  assert_close(actual, expected, 2e-3)
+  assert_close(single, [x[:1] for x in expected], 2e-3)
 
 
 def test_invalid_arguments_fail_with_clear_errors():
