@@ -19,12 +19,10 @@ doubling, see *_growth) and quadratically for xla (x4).
 from __future__ import annotations
 
 import os
-import re
 
-# The real CPU cores as one device (tests/conftest.py simulates 8); libtpu only compiles here.
-os.environ["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\S+", "",
-                                 os.environ.get("XLA_FLAGS", ""))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import bench_env
+
+bench_env.real_devices()  # the real CPU cores as one device; libtpu only compiles here
 os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
 os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
@@ -32,10 +30,7 @@ os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 import argparse
 import json
 import statistics
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import jax.numpy as jnp

@@ -20,25 +20,21 @@ The pipeline is timed alone, then the train step alone: in training they share t
 from __future__ import annotations
 
 import os
-import re
 
-# Before jax is imported: the real devices (tests/conftest.py simulates 8 CPU devices).
-os.environ["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\S+", "",
-                                 os.environ.get("XLA_FLAGS", "")).strip()
+import bench_env
+
+bench_env.real_devices()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json
 import statistics
-import sys
 import tempfile
 import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _REPO)
+_REPO = bench_env.REPO
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", os.path.join(_REPO, "configs", "tiny.py"),

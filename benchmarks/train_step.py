@@ -12,7 +12,6 @@ hits all three alike; each figure is the median over rounds.
 from __future__ import annotations
 
 import os
-import re
 import sys
 
 # glibc malloc hands each large buffer back to the kernel when freed, so the next call page-faults
@@ -29,10 +28,10 @@ if __name__ == "__main__" and os.environ.get("HEPH_BENCH_MALLOC") != "default" a
 # Before jax is imported: the real CPU cores as one device (tests/conftest.py simulates 8 devices,
 # which splits the same threads 8 ways). No XLA:CPU flag measured faster than the defaults
 # (benchmarks/README.md); flags set by the caller are kept.
-os.environ["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\S+", "",
-                                 os.environ.get("XLA_FLAGS", "")).strip()
+import bench_env  # noqa: E402  (after the re-exec above, before jax)
+
+bench_env.real_devices()
 os.environ["JAX_PLATFORMS"] = "cpu"  # a CPU benchmark, also on a TPU VM
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json
 import statistics
@@ -41,8 +40,7 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _REPO)
+_REPO = bench_env.REPO
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", os.path.join(_REPO, "configs", "bench_50m.py"),

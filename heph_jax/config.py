@@ -28,6 +28,17 @@ def sibling(config_file: str, name: str) -> ml_collections.ConfigDict:
   return load_config_file(os.path.join(os.path.dirname(os.path.abspath(config_file)), name + ".py"))
 
 
+def override(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """Sets dotted keys ("model.hidden_size": 64) in place, as --config.KEY=VALUE flags do; returns it."""
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  return config
+
+
 def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
   return ModelConfig.from_dict(config.model.to_dict())
 

@@ -26,7 +26,6 @@ def pytest_configure(config):
 
 def _write_corpus(root: pathlib.Path) -> dict:
   """Four small Forge sources (real stdlib code and pydoc prose) and a SentencePiece model."""
-  import glob
   import json
   import sys
 
@@ -67,7 +66,7 @@ def tiny_corpus(tmp_path_factory):
 
 def tiny_test_config(corpus: dict, **overrides):
   """configs/tiny.py shrunk for tests, reading `corpus` (the tiny_corpus fixture)."""
-  from heph_jax.config import load_config_file
+  from heph_jax.config import load_config_file, override
   config = load_config_file(str(REPO_ROOT / "configs" / "tiny.py"))
   config.data.tokenizer = corpus["tokenizer"]
   for task, path in corpus["sources"].items():
@@ -79,13 +78,7 @@ def tiny_test_config(corpus: dict, **overrides):
   config.model.intermediate_size = 128
   config.eval_batches = 1
   config.data.shuffle_buffer = 64
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return override(config, overrides)
 
 
 def config_flags_for(corpus: dict) -> list:

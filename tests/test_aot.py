@@ -15,7 +15,7 @@ pytest.importorskip("libtpu")
 
 from conftest import REPO_ROOT
 from heph_jax import aot
-from heph_jax.config import load_config_file
+from heph_jax.config import load_config_file, override
 from heph_jax.model.config import ConfigError
 from heph_jax.parallel import topology
 from heph_jax.parallel.mesh import make_mesh
@@ -24,14 +24,7 @@ pytestmark = pytest.mark.tpu_aot
 
 
 def _config(name, **overrides):
-  config = load_config_file(str(REPO_ROOT / "configs" / f"{name}.py"))
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return override(load_config_file(str(REPO_ROOT / "configs" / f"{name}.py")), overrides)
 
 
 # gcloud name -> (libtpu topology, chips, chip config, device_kind), as gcloud and MaxText name them.

@@ -20,6 +20,7 @@ from heph_jax.data.tokenizer import load_tokenizer
 from heph_jax.export import __main__ as export_cli
 from heph_jax.model import llama
 from heph_jax.training import checkpoint
+from heph_jax.training.metrics import read_metrics
 from hf_testing import random_tokens, torch_logits
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -175,8 +176,7 @@ def train(config_path, workdir, *overrides):
                            "--workdir", str(workdir), *overrides],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
+  return read_metrics(workdir)
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ Checks the multi-host path end to end: jax.distributed start-up, global batches 
 data, Orbax checkpoints written and restored by every process, metrics from process 0 only, and a
 data stream that does not depend on the process count (data.process_sharding="rows").
 """
-import json
 import os
 import signal
 import socket
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
+from heph_jax.training.metrics import read_metrics
 
 STEPS, CHECKPOINT_AT = 20, 10
 TIMEOUT_S = 420
@@ -91,13 +91,7 @@ def _tails(logs):
 def _losses(workdir):
   """step -> loss from metrics.jsonl; the last record of a step wins (a resumed run logs again the
   steps after its checkpoint)."""
-  out = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      record = json.loads(line)
-      if "loss" in record:
-        out[record["step"]] = record["loss"]
-  return out
+  return {r["step"]: r["loss"] for r in read_metrics(workdir) if "loss" in r}
 
 
 def _committed(workdir, step):
@@ -146,6 +140,5 @@ def test_two_processes_killed_and_resumed_match_one_process(tiny_corpus, tmp_pat
   steps = range(1, STEPS + 1)
   np.testing.assert_allclose([got[s] for s in steps], [expected[s] for s in steps], rtol=1e-5, atol=0)
   # Only process 0 writes metrics: one record per logged step per launch, never two per launch.
-  with open(work / "metrics.jsonl") as f:
-    records = [json.loads(line)["step"] for line in f if '"loss"' in line]
+  records = [r["step"] for r in read_metrics(work) if "loss" in r]
   assert len(records) == killed_at + (STEPS - CHECKPOINT_AT)

@@ -1,5 +1,4 @@
 """Training with attention_impl=pallas follows the same loss curve as with xla (20 steps, tiny config)."""
-import json
 import os
 import subprocess
 import sys
@@ -7,6 +6,7 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT, config_flags_for
+from heph_jax.training.metrics import read_metrics
 
 STEPS = 20
 
@@ -21,12 +21,7 @@ def _train_losses(impl, corpus, workdir):
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
   result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, f"{impl} run failed:\n{result.stderr[-4000:]}"
-  losses = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      record = json.loads(line)
-      if "loss" in record:
-        losses[record["step"]] = record["loss"]
+  losses = {r["step"]: r["loss"] for r in read_metrics(workdir) if "loss" in r}
   assert sorted(losses) == list(range(1, STEPS + 1)), f"{impl}: logged steps {sorted(losses)}"
   return [losses[s] for s in range(1, STEPS + 1)]
 

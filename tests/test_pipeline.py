@@ -3,7 +3,6 @@ per-host shards that are disjoint and together cover the stream."""
 import collections
 
 import numpy as np
-import pytest
 
 from conftest import tiny_test_config
 from heph_jax.data.pipeline import DataPipeline

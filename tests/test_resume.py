@@ -1,6 +1,5 @@
 """Exact resume: a run killed with SIGKILL and restarted logs, for every step, the same loss as an
 uninterrupted run (bitwise, CPU); SIGTERM writes a checkpoint and exits cleanly."""
-import json
 import os
 import signal
 import subprocess
@@ -10,6 +9,7 @@ import time
 import pytest
 
 from conftest import REPO_ROOT, config_flags_for
+from heph_jax.training.metrics import read_metrics
 
 STEPS = 14
 
@@ -29,11 +29,9 @@ def _env():
 def _losses(workdir):
   """step -> list of every loss logged for it (a resumed run logs re-run steps again)."""
   out = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      record = json.loads(line)
-      if "loss" in record:
-        out.setdefault(record["step"], []).append(record["loss"])
+  for record in read_metrics(workdir):
+    if "loss" in record:
+      out.setdefault(record["step"], []).append(record["loss"])
   return out
 
 
@@ -107,5 +105,5 @@ def test_sigterm_writes_checkpoint_and_exits_cleanly(tiny_corpus, tmp_path):
       _command(tiny_corpus, workdir, f"--config.num_train_steps={saved[0] + 2}",
                "--config.checkpoint_every_steps=0"),
       env=_env(), capture_output=True, text=True, check=True)
-  assert f"resumed from" in resumed.stdout and f"/{saved[0]}" in resumed.stdout
+  assert "resumed from" in resumed.stdout and f"/{saved[0]}" in resumed.stdout
   assert max(_losses(workdir)) == saved[0] + 2

@@ -1,8 +1,6 @@
 """Stage I -> II -> III chained in one process, as configs/tiny.py -> tiny_stage2.py -> tiny_ift.py
 chain them: Stage II starts from Stage I's final params with a fresh optimizer, and Stage III's
 loss falls on assistant text only."""
-import json
-import os
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ from heph_jax.config import load_config_file
 from heph_jax.data import forge
 from heph_jax.data.pipeline import DataPipeline
 from heph_jax.data.tokenizer import load_tokenizer
+from heph_jax.training.metrics import read_metrics
 
 SMALL = {"eval_batches": 0, "log_every_steps": 1, "checkpoint_every_steps": 0,
          "async_checkpointing": False}
@@ -36,8 +35,7 @@ def _stage_config(name, corpus, sources, init_from, steps):
 
 
 def _logged(workdir, key):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return {r["step"]: r[key] for r in map(json.loads, f) if key in r}
+  return {r["step"]: r[key] for r in read_metrics(workdir) if key in r}
 
 
 def _reference_loss(model_cfg, params, batch):

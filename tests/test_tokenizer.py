@@ -11,7 +11,6 @@ import shutil
 import sys
 import sysconfig
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent / "fixtures" / "tokenizers"))

@@ -7,7 +7,6 @@ that was interrupted resumes from its own checkpoint, so the sweep can be restar
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from typing import Callable
@@ -16,6 +15,7 @@ import ml_collections
 
 from heph_jax.mixing import rates as rates_lib
 from heph_jax.mixing.runs import RunsError, append_record, read_records, validate_mixture
+from heph_jax.training.metrics import read_metrics
 
 
 class SweepError(ValueError):
@@ -71,19 +71,11 @@ def _mixture_key(mixture: dict) -> tuple:
 
 def _task_evals(workdir: str) -> dict[int, dict[str, float]]:
   """step -> {task: eval loss} from the trainer's metrics.jsonl (later lines win)."""
-  path = os.path.join(workdir, "metrics.jsonl")
   by_step = {}
-  if not os.path.exists(path):
-    return by_step
-  with open(path) as f:
-    for line in f:
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue  # a line cut short by a kill; the rest still counts
-      evals = {k.split("/", 1)[1]: v for k, v in record.items() if k.startswith("eval_loss/")}
-      if evals and "step" in record:
-        by_step.setdefault(int(record["step"]), {}).update(evals)
+  for record in read_metrics(workdir):
+    evals = {k.split("/", 1)[1]: v for k, v in record.items() if k.startswith("eval_loss/")}
+    if evals and "step" in record:
+      by_step.setdefault(int(record["step"]), {}).update(evals)
   return by_step
 
 

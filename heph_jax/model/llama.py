@@ -17,9 +17,6 @@ logical axis names; heph_jax/parallel/mesh.py turns them into mesh shardings.
 """
 from __future__ import annotations
 
-import functools
-from typing import Optional
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

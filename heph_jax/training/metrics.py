@@ -7,6 +7,25 @@ import sys
 import time
 
 
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """Every record of WORKDIR/metrics.jsonl in order ([] before the first write). A resumed run logs
+  the steps after its checkpoint again; a line cut short by a kill is skipped."""
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return records
+
+
 def _format_duration(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   hours, rest = divmod(seconds, 3600)
@@ -23,7 +42,7 @@ class MetricsLogger:
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a")
     if tensorboard:
       from clu import metric_writers
       self._writer = metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard"))
