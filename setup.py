@@ -13,6 +13,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["heph_jax", "heph_jax.*"]),
+    # The CPU attention kernel's source: compiled on first use (heph_jax/kernels/cpu_attention.py).
+    package_data={"heph_jax.kernels": ["*.cc"]},
     install_requires=[
         "jax>=0.10.2",
         "flax>=0.12.8",

@@ -65,7 +65,7 @@ def _prepare_config(config, topo: topology_lib.Topology, devices):
     with config.unlocked():
       config.mesh.dcn_data = topo.num_slices
   hosts = len({d.process_index for d in devices})  # one process per TPU VM host
-  config_lib.validate(config, len(devices), hosts, check_data=False)
+  config_lib.validate(config, len(devices), hosts, check_data=False, platform=devices[0].platform)
   return config
 
 

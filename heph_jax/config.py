@@ -63,10 +63,11 @@ def global_batch_size(config: ml_collections.ConfigDict, num_devices: int) -> in
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1,
-             check_data: bool = True) -> None:
+             check_data: bool = True, platform: str | None = None) -> None:
   """Checks everything that can be checked before compiling; raises ConfigError naming the key.
 
   check_data=False skips the data files and tokenizer (heph_jax.aot compiles without them).
+  platform ("cpu", "tpu", "gpu"), when given, is checked against model.attention_impl.
   """
   for key in ("num_train_steps", "log_every_steps", "seq_len", "grad_accum_steps"):
     _positive_int(config, key)
@@ -96,6 +97,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
   if model_cfg.num_key_value_heads % tensor and model_cfg.num_attention_heads % tensor:
     _fail("mesh.tensor", f"{tensor} divides neither model.num_attention_heads="
           f"{model_cfg.num_attention_heads} nor num_key_value_heads={model_cfg.num_key_value_heads}")
+  if platform is not None:
+    _check_attention_impl(model_cfg.attention_impl, platform)
   opt = config.optimizer
   if opt.schedule not in ("cosine", "wsd", "constant", "linear"):
     _fail("optimizer.schedule", f"must be 'cosine', 'wsd', 'linear' or 'constant', got {opt.schedule!r}")
@@ -109,6 +112,19 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
   if check_data:
     from heph_jax.data.sources import validate_data_config  # late: keeps this module light
     validate_data_config(config.data)
+
+
+def _check_attention_impl(impl: str, platform: str) -> None:
+  if impl != "cpu":
+    return
+  if platform != "cpu":
+    _fail("model.attention_impl", f"'cpu' is a kernel for CPU devices and this run is on {platform!r}; "
+          "use 'pallas' (TPU/GPU) or 'xla'")
+  from heph_jax.kernels import cpu_attention  # late: imports jax
+  try:
+    cpu_attention.build()  # compiled once per machine and cached: fails here, not mid-compile
+  except cpu_attention.KernelBuildError as e:
+    _fail("model.attention_impl", str(e))
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:

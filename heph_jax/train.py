@@ -74,7 +74,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   from heph_jax.training import build, checkpoint, metrics as metrics_lib, state as state_lib
 
   _resolve_tokenizer(config)
-  config_lib.validate(config, jax.device_count(), jax.process_count())
+  config_lib.validate(config, jax.device_count(), jax.process_count(), platform=jax.default_backend())
   model_cfg = config_lib.model_config(config)
   primary = jax.process_index() == 0
   log = metrics_lib.MetricsLogger(workdir, config.num_train_steps, enabled=primary)

@@ -51,3 +51,19 @@ def test_cli_rejects_unknown_key_and_reports_config_errors(tiny_corpus, tmp_path
   assert bad.returncode == 2
   assert "configuration error: config.mesh" in bad.stderr
   assert "Traceback" not in bad.stderr
+
+
+def test_cpu_attention_without_a_compiler_names_the_key(tiny_corpus, tmp_path, monkeypatch):
+  monkeypatch.setenv("HEPH_JAX_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setenv("CXX", "/nonexistent/g++")
+  config = tiny_test_config(tiny_corpus, **{"model.attention_impl": "cpu"})
+  with pytest.raises(ConfigError, match=r"config\.model\.attention_impl.*/nonexistent/g\+\+"):
+    train_and_evaluate(config, str(tmp_path / "work"))
+  assert not os.path.exists(tmp_path / "work" / "checkpoints")
+
+
+def test_cpu_attention_is_refused_for_tpu():
+  from heph_jax import config as config_lib
+  config = tiny_test_config({"sources": {}, "tokenizer": ""}, **{"model.attention_impl": "cpu"})
+  with pytest.raises(ConfigError, match=r"config\.model\.attention_impl: 'cpu' .* on 'tpu'"):
+    config_lib.validate(config, 8, check_data=False, platform="tpu")

@@ -8,7 +8,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from heph_jax.kernels.flash_attention import BlockSizes, flash_attention, mha_reference
 from heph_jax.model.attention import attention, xla_attention
-from heph_jax.model.attention_pallas import pallas_attention
+from heph_jax.model.attention_kernels import pallas_attention
 
 from attention_testing import (assert_close, attention_inputs, random_segments, relative_error,
                                value_and_grads)

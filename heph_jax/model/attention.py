@@ -1,4 +1,5 @@
-"""Attention dispatch: `impl="xla"` (plain jnp, any backend) or `impl="pallas"` (fused kernel).
+"""Attention dispatch: `impl="xla"` (plain jnp, any backend), `impl="pallas"` (fused kernel for
+TPU/GPU) or `impl="cpu"` (fused C++ kernel for XLA:CPU).
 
 Shapes: q [B, S, H, D], k and v [B, S, KV, D] with H a multiple of KV (grouped-query attention:
 the kv heads are never repeated in memory). segment_ids [B, S] int32: tokens attend only within
@@ -117,7 +118,8 @@ _blocked_attention.defvjp(_forward_with_residuals, _backward)
 def attention(q, k, v, segment_ids=None, *, impl="xla", causal=True, sm_scale=None):
   if impl == "xla":
     return xla_attention(q, k, v, segment_ids, causal=causal, sm_scale=sm_scale)
-  if impl == "pallas":
-    from heph_jax.model.attention_pallas import pallas_attention  # kernels load only when asked for
-    return pallas_attention(q, k, v, segment_ids, causal=causal, sm_scale=sm_scale)
-  raise ValueError(f"unknown attention impl {impl!r}; expected 'xla' or 'pallas'")
+  if impl in ("pallas", "cpu"):
+    from heph_jax.model import attention_kernels  # kernels load only when asked for
+    kernel = attention_kernels.pallas_attention if impl == "pallas" else attention_kernels.cpu_attention
+    return kernel(q, k, v, segment_ids, causal=causal, sm_scale=sm_scale)
+  raise ValueError(f"unknown attention impl {impl!r}; expected 'xla', 'pallas' or 'cpu'")

@@ -1,4 +1,5 @@
-"""Training with attention_impl=pallas follows the same loss curve as with xla (20 steps, tiny config)."""
+"""Training with a kernel attention_impl (pallas, cpu) follows the same loss curve as with xla
+(20 steps, tiny config)."""
 import os
 import subprocess
 import sys
@@ -26,10 +27,15 @@ def _train_losses(impl, corpus, workdir):
   return [losses[s] for s in range(1, STEPS + 1)]
 
 
-@pytest.mark.slow
-def test_pallas_and_xla_give_the_same_losses(tiny_corpus, tmp_path):
-  xla = _train_losses("xla", tiny_corpus, tmp_path / "xla")
-  pallas = _train_losses("pallas", tiny_corpus, tmp_path / "pallas")
-  assert xla[-1] < xla[0], f"the xla run did not learn: {xla}"
-  worst = max(abs(a - b) for a, b in zip(xla, pallas))
-  assert worst <= 1e-3, f"losses differ by up to {worst:.2e}:\nxla    {xla}\npallas {pallas}"
+@pytest.fixture(scope="module")
+def xla_losses(tiny_corpus, tmp_path_factory):
+  losses = _train_losses("xla", tiny_corpus, tmp_path_factory.mktemp("xla"))
+  assert losses[-1] < losses[0], f"the xla run did not learn: {losses}"
+  return losses
+
+
+@pytest.mark.parametrize("impl", [pytest.param("pallas", marks=pytest.mark.slow), "cpu"])
+def test_kernel_and_xla_give_the_same_losses(impl, xla_losses, tiny_corpus, tmp_path):
+  kernel = _train_losses(impl, tiny_corpus, tmp_path / impl)
+  worst = max(abs(a - b) for a, b in zip(xla_losses, kernel))
+  assert worst <= 1e-3, f"losses differ by up to {worst:.2e}:\nxla    {xla_losses}\n{impl:6} {kernel}"
