@@ -1,4 +1,5 @@
-"""Attention forward+backward: memory and time of the Pallas flash kernel vs the model's XLA path.
+"""Attention forward+backward: memory and time of the Pallas flash kernel, the C++ CPU kernel and
+the model's XLA path.
 
     .venv/bin/python benchmarks/attention.py [--seqs 1024,2048,4096,8192] [--heads 2 --kv_heads 1
         --head_dim 128 --batch 1] [--repeats 3] [--tpu v5e]   # --tpu "" skips the TPU figures
@@ -10,7 +11,9 @@ sum(attention(q, k, v) * cotangent) and its gradients for q, k and v (causal, pa
               beyond arguments and outputs). Time is the median wall time over --repeats rounds
               that alternate pallas and xla, so load from other processes hits both alike. The Pallas
               kernel runs in interpret mode on CPU (a plain XLA loop over its grid): its times are
-              only indicative of nothing on TPU.
+              only indicative of nothing on TPU. The C++ kernel (attention_impl="cpu") keeps its
+              scratch outside XLA's buffers, so its temp_bytes leave out ~2 x (64 + 2 x head_dim)
+              x seq floats per thread (linear in seq).
   tpu_<gen>.* AOT-compiled by libtpu for one chip of that TPU generation, the real Mosaic kernel
               against XLA:TPU, bfloat16: peak_bytes (the compiler's peak) and temp_bytes. No timing.
 The figure the benchmark exists for: temp bytes must grow linearly with seq for pallas (x2 per
@@ -36,10 +39,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from heph_jax.kernels.cpu_attention import cpu_attention
 from heph_jax.kernels.flash_attention import flash_attention
 from heph_jax.model.attention import xla_attention
 
-IMPLS = {"pallas": flash_attention, "xla": xla_attention}
+IMPLS = {"pallas": flash_attention, "xla": xla_attention, "cpu": cpu_attention}
+CPU_IMPLS = ("pallas", "xla", "cpu")
+TPU_IMPLS = ("pallas", "xla")  # the C++ kernel is for XLA:CPU only
 TOPOLOGIES = {"v5e": ("v5e:2x2", "default"), "v5p": ("v5:2x2x1", "megacore"),
               "v6e": ("v6e:2x2", "default")}
 
@@ -85,19 +91,20 @@ def cpu_figures(args, seq):
             jax.random.normal(keys[2], v.shape, dtype), jnp.asarray(packed_segments(args.batch, seq)),
             jax.random.normal(keys[3], cotangent.shape, jnp.float32))
   compiled, figures = {}, {}
-  for impl in IMPLS:
+  for impl in CPU_IMPLS:
     start = time.perf_counter()
     compiled[impl] = step_fn(impl).lower(*inputs).compile()
     figures[impl] = {**memory(compiled[impl]), "compile_seconds": time.perf_counter() - start}
     jax.block_until_ready(compiled[impl](*inputs))  # warm-up
-  times = {impl: [] for impl in IMPLS}
+  times = {impl: [] for impl in CPU_IMPLS}
   for _ in range(args.repeats):
-    for impl in IMPLS:
+    for impl in CPU_IMPLS:
       start = time.perf_counter()
       jax.block_until_ready(compiled[impl](*inputs))
       times[impl].append(time.perf_counter() - start)
-  for impl in IMPLS:
+  for impl in CPU_IMPLS:
     figures[impl]["seconds"] = statistics.median(times[impl])
+  figures["xla_over_cpu_seconds"] = round(figures["xla"]["seconds"] / figures["cpu"]["seconds"], 2)
   return figures
 
 
@@ -109,7 +116,7 @@ def tpu_figures(args, seq, generation):
                               chips_per_host_bounds=(2, 2, 1), num_slices=1).devices
   mesh = Mesh(np.array(devices[:1]), ("x",))
   figures = {}
-  for impl in IMPLS:
+  for impl in TPU_IMPLS:
     with jax.set_mesh(mesh):
       lowered = step_fn(impl).lower(*shapes(args, seq, jnp.bfloat16, NamedSharding(mesh, P())))
     try:
@@ -121,7 +128,8 @@ def tpu_figures(args, seq, generation):
 
 def growth(previous, current, key):
   try:
-    return {impl: round(current[impl][key] / previous[impl][key], 2) for impl in IMPLS}
+    impls = [impl for impl in IMPLS if impl in current]
+    return {impl: round(current[impl][key] / previous[impl][key], 2) for impl in impls}
   except (KeyError, TypeError, ZeroDivisionError):
     return None
 

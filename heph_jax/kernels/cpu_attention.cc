@@ -21,6 +21,8 @@
 #include <mutex>
 #include <vector>
 
+#include <sched.h>
+
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -37,19 +39,21 @@ constexpr int kQueryBlock = 64;  // query rows whose scores are live at once
 inline vf load(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
 inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
 inline vi load(const int32_t* p) { vi v; std::memcpy(&v, p, sizeof v); return v; }
+// vf{} + x would add +0.0 at run time (it is not an identity for x = -0.0).
+inline vf splat(float x) { return vf{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // exp for x <= 0 (softmax arguments), 0 below -87.3 (masked entries are -inf): 2^n * p(r) with
 // r in [-ln2/2, ln2/2] and a degree-6 Taylor polynomial, ~1 ulp.
 inline vf exp_nonpositive(vf x) {
-  const vf lowest = vf{} - 87.3f;
+  const vf lowest = splat(-87.3f);
   vi under = x < lowest;
   x = under ? lowest : x;
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer in the low bits
   vf t = x * 1.44269504088896341f + magic;
   vf n = t - magic;
   vf r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
-  vf p = vf{} + 1.0f / 720;
+  vf p = splat(1.0f / 720);
   p = p * r + 1.0f / 120;
   p = p * r + 1.0f / 24;
   p = p * r + 1.0f / 6;
@@ -82,7 +86,7 @@ void tile(View a, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t de
     for (int v = 0; v < VECS; ++v) bv[v] = load(b + d * ldb + v * kLanes);
     const float* a_col = a.data + d * a.col_stride;
     for (int r = 0; r < ROWS; ++r) {
-      vf ar = vf{} + a_col[r * a.row_stride];
+      vf ar = splat(a_col[r * a.row_stride]);
       for (int v = 0; v < VECS; ++v) sum[r][v] += ar * bv[v];
     }
   }
@@ -106,24 +110,26 @@ void row_tile(int rows, View a, const float* b, int64_t ldb, float* c, int64_t l
 }
 
 // C[m x n] (+)= A[m x depth] B[depth x n], any n (the last n % 16 columns run as scalars).
+// Column panels outside, row tiles inside: one 32-column panel of B stays in L1 across all of A.
 void gemm(int64_t m, int64_t n, int64_t depth, View a, const float* b, int64_t ldb, float* c,
           int64_t ldc, bool accumulate) {
-  for (int64_t i = 0; i < m; i += kTileRows) {
-    int rows = static_cast<int>(std::min<int64_t>(kTileRows, m - i));
-    View a_rows{a.data + i * a.row_stride, a.row_stride, a.col_stride};
-    float* c_rows = c + i * ldc;
-    int64_t j = 0;
-    for (; j + 2 * kLanes <= n; j += 2 * kLanes)
-      row_tile<2>(rows, a_rows, b + j, ldb, c_rows + j, ldc, depth, accumulate);
-    for (; j + kLanes <= n; j += kLanes)
-      row_tile<1>(rows, a_rows, b + j, ldb, c_rows + j, ldc, depth, accumulate);
-    for (; j < n; ++j) {
-      for (int r = 0; r < rows; ++r) {
-        float sum = accumulate ? c_rows[r * ldc + j] : 0.0f;
-        for (int64_t d = 0; d < depth; ++d)
-          sum += a_rows.data[r * a.row_stride + d * a.col_stride] * b[d * ldb + j];
-        c_rows[r * ldc + j] = sum;
-      }
+  auto panel = [&](int64_t j, int vecs) {
+    for (int64_t i = 0; i < m; i += kTileRows) {
+      int rows = static_cast<int>(std::min<int64_t>(kTileRows, m - i));
+      View a_rows{a.data + i * a.row_stride, a.row_stride, a.col_stride};
+      if (vecs == 2) row_tile<2>(rows, a_rows, b + j, ldb, c + i * ldc + j, ldc, depth, accumulate);
+      else row_tile<1>(rows, a_rows, b + j, ldb, c + i * ldc + j, ldc, depth, accumulate);
+    }
+  };
+  int64_t j = 0;
+  for (; j + 2 * kLanes <= n; j += 2 * kLanes) panel(j, 2);
+  for (; j + kLanes <= n; j += kLanes) panel(j, 1);
+  for (; j < n; ++j) {
+    for (int64_t i = 0; i < m; ++i) {
+      float sum = accumulate ? c[i * ldc + j] : 0.0f;
+      for (int64_t d = 0; d < depth; ++d)
+        sum += a.data[i * a.row_stride + d * a.col_stride] * b[d * ldb + j];
+      c[i * ldc + j] = sum;
     }
   }
 }
@@ -153,17 +159,47 @@ struct Scratch {
         delta(kQueryBlock) {}
 };
 
+// dst[c * ld_dst + r] = src[r * stride + c] for r < rows, c < cols; zeros up to ld_dst. In 16x16
+// tiles, so that both the reads and the writes stay within a few cache lines.
 void transpose_into(const float* src, int64_t stride, int64_t rows, int64_t cols, float* dst,
                     int64_t ld_dst) {
+  constexpr int64_t kTile = 16;
   for (int64_t c = 0; c < cols; ++c) std::fill(dst + c * ld_dst + rows, dst + (c + 1) * ld_dst, 0.0f);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) dst[c * ld_dst + r] = src[r * stride + c];
+  for (int64_t r0 = 0; r0 < rows; r0 += kTile) {
+    const int64_t r1 = std::min(rows, r0 + kTile);
+    for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+      const int64_t c1 = std::min(cols, c0 + kTile);
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t r = r0; r < r1; ++r) dst[c * ld_dst + r] = src[r * stride + c];
+    }
+  }
+}
+
+// A task is one (batch row, kv head) pair, or one chunk of its (query block, group head) units
+// when there are too few pairs to keep every thread busy (e.g. batch 1 with one kv head). Units go
+// to chunks in a zigzag, so every chunk gets early (cheap under causal masking) and late blocks.
+struct Split {
+  int64_t chunks = 1;
+  int64_t units(const Shape& sh) const { return sh.groups() * ((sh.seq + kQueryBlock - 1) / kQueryBlock); }
+  int64_t owner(int64_t unit) const {
+    const int64_t lap = unit / chunks, pos = unit % chunks;
+    return lap % 2 ? chunks - 1 - pos : pos;
+  }
+};
+
+Split split_for(const Shape& sh, int64_t threads) {
+  Split split;
+  const int64_t pairs = sh.batch * sh.kv_heads, wanted = 4 * std::max<int64_t>(threads, 1);
+  split.chunks = std::clamp<int64_t>((wanted + pairs - 1) / std::max<int64_t>(pairs, 1), 1,
+                                     std::max<int64_t>(split.units(sh), 1));
+  return split;
 }
 
 struct Problem {
   Shape shape;
   bool causal;
   float scale;
+  Split split;
 };
 
 // The scores of query rows [row0, row0 + rows) against keys [0, keys) into scratch.probs, scaled,
@@ -176,7 +212,7 @@ void masked_scores(const Problem& p, const float* q_head, const Scratch& s, int6
        s.k_t.data(), ld, scores, ld, false);
   vi lane;
   for (int i = 0; i < kLanes; ++i) lane[i] = i;
-  const vf minus_inf = vf{} - INFINITY;
+  const vf minus_inf = splat(-INFINITY);
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t row = row0 + i;
     const int32_t last_key = static_cast<int32_t>(p.causal ? row : sh.seq - 1);
@@ -191,53 +227,54 @@ void masked_scores(const Problem& p, const float* q_head, const Scratch& s, int6
   }
 }
 
-void forward_task(const Problem& p, int64_t b, int64_t kv_head, const float* q, const float* k,
-                  const float* v, float* out, float* lse, Scratch& s) {
+void forward_task(const Problem& p, int64_t b, int64_t kv_head, int64_t chunk, const float* q,
+                  const float* k, const float* v, float* out, float* lse, Scratch& s) {
   const Shape& sh = p.shape;
   const int64_t ld = sh.padded_seq(), d = sh.head_dim;
   transpose_into(k + sh.kv_offset(b, kv_head), sh.kv_stride(), sh.seq, d, s.k_t.data(), ld);
   const float* v_head = v + sh.kv_offset(b, kv_head);
-  for (int64_t g = 0; g < sh.groups(); ++g) {
-    const int64_t h = kv_head * sh.groups() + g;
+  for (int64_t unit = 0; unit < p.split.units(sh); ++unit) {
+    if (p.split.owner(unit) != chunk) continue;
+    const int64_t h = kv_head * sh.groups() + unit % sh.groups();
+    const int64_t row0 = unit / sh.groups() * kQueryBlock;
     const float* q_head = q + sh.q_offset(b, h);
     float* out_head = out + sh.q_offset(b, h);
     float* lse_head = lse + (b * sh.heads + h) * sh.seq;
-    for (int64_t row0 = 0; row0 < sh.seq; row0 += kQueryBlock) {
-      const int64_t rows = std::min<int64_t>(kQueryBlock, sh.seq - row0);
-      const int64_t keys = p.causal ? row0 + rows : sh.seq, width = round_up(keys, kLanes);
-      masked_scores(p, q_head, s, row0, rows, keys, s.probs.data());
-      for (int64_t i = 0; i < rows; ++i) {
-        float* line = s.probs.data() + i * ld;
-        vf max_v = load(line);
-        for (int64_t j = kLanes; j < width; j += kLanes) {
-          vf x = load(line + j);
-          max_v = x > max_v ? x : max_v;
-        }
-        float row_max = max_v[0];
-        for (int l = 1; l < kLanes; ++l) row_max = std::max(row_max, max_v[l]);
-        vf sum_v = vf{};
-        for (int64_t j = 0; j < width; j += kLanes) {
-          vf e = exp_nonpositive(load(line + j) - row_max);
-          store(line + j, e);
-          sum_v += e;
-        }
-        float row_sum = 0.0f;
-        for (int l = 0; l < kLanes; ++l) row_sum += sum_v[l];
-        lse_head[row0 + i] = row_max + std::log(row_sum);
-        s.delta[i] = 1.0f / row_sum;  // reused as the row's normalizer
+    const int64_t rows = std::min<int64_t>(kQueryBlock, sh.seq - row0);
+    const int64_t keys = p.causal ? row0 + rows : sh.seq, width = round_up(keys, kLanes);
+    masked_scores(p, q_head, s, row0, rows, keys, s.probs.data());
+    for (int64_t i = 0; i < rows; ++i) {
+      float* line = s.probs.data() + i * ld;
+      vf max_v = load(line);
+      for (int64_t j = kLanes; j < width; j += kLanes) {
+        vf x = load(line + j);
+        max_v = x > max_v ? x : max_v;
       }
-      float* out_rows = out_head + row0 * sh.q_stride();
-      gemm(rows, d, keys, View{s.probs.data(), ld, 1}, v_head, sh.kv_stride(), out_rows,
-           sh.q_stride(), false);
-      for (int64_t i = 0; i < rows; ++i)
-        for (int64_t c = 0; c < d; ++c) out_rows[i * sh.q_stride() + c] *= s.delta[i];
+      float row_max = max_v[0];
+      for (int l = 1; l < kLanes; ++l) row_max = std::max(row_max, max_v[l]);
+      vf sum_v = vf{};
+      for (int64_t j = 0; j < width; j += kLanes) {
+        vf e = exp_nonpositive(load(line + j) - row_max);
+        store(line + j, e);
+        sum_v += e;
+      }
+      float row_sum = 0.0f;
+      for (int l = 0; l < kLanes; ++l) row_sum += sum_v[l];
+      lse_head[row0 + i] = row_max + std::log(row_sum);
+      s.delta[i] = 1.0f / row_sum;  // reused as the row's normalizer
     }
+    float* out_rows = out_head + row0 * sh.q_stride();
+    gemm(rows, d, keys, View{s.probs.data(), ld, 1}, v_head, sh.kv_stride(), out_rows,
+         sh.q_stride(), false);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t c = 0; c < d; ++c) out_rows[i * sh.q_stride() + c] *= s.delta[i];
   }
 }
 
-void backward_task(const Problem& p, int64_t b, int64_t kv_head, const float* q, const float* k,
-                   const float* v, const float* out, const float* lse, const float* d_out,
-                   float* dq, float* dk, float* dv, Scratch& s) {
+void backward_task(const Problem& p, int64_t b, int64_t kv_head, int64_t chunk, const float* q,
+                   const float* k, const float* v, const float* out, const float* lse,
+                   const float* d_out, float* dq, float* dk, float* dv, std::mutex& pair_lock,
+                   Scratch& s) {
   const Shape& sh = p.shape;
   const int64_t ld = sh.padded_seq(), d = sh.head_dim;
   const float* k_head = k + sh.kv_offset(b, kv_head);
@@ -245,56 +282,73 @@ void backward_task(const Problem& p, int64_t b, int64_t kv_head, const float* q,
   transpose_into(v + sh.kv_offset(b, kv_head), sh.kv_stride(), sh.seq, d, s.v_t.data(), ld);
   std::fill(s.dk.begin(), s.dk.end(), 0.0f);
   std::fill(s.dv.begin(), s.dv.end(), 0.0f);
-  for (int64_t g = 0; g < sh.groups(); ++g) {
-    const int64_t h = kv_head * sh.groups() + g;
+  int64_t keys_touched = 0;
+  for (int64_t unit = 0; unit < p.split.units(sh); ++unit) {
+    if (p.split.owner(unit) != chunk) continue;
+    const int64_t h = kv_head * sh.groups() + unit % sh.groups();
+    const int64_t row0 = unit / sh.groups() * kQueryBlock;
     const float* q_head = q + sh.q_offset(b, h);
     const float* lse_head = lse + (b * sh.heads + h) * sh.seq;
-    for (int64_t row0 = 0; row0 < sh.seq; row0 += kQueryBlock) {
-      const int64_t rows = std::min<int64_t>(kQueryBlock, sh.seq - row0);
-      const int64_t keys = p.causal ? row0 + rows : sh.seq, width = round_up(keys, kLanes);
-      const int64_t offset = sh.q_offset(b, h) + row0 * sh.q_stride();
-      const float* d_out_rows = d_out + offset;
-      float* probs = s.probs.data();
-      float* dprobs = s.dprobs.data();
-      masked_scores(p, q_head, s, row0, rows, keys, probs);
-      for (int64_t i = 0; i < rows; ++i) {
-        float* line = probs + i * ld;
-        const float row_lse = lse_head[row0 + i];
-        for (int64_t j = 0; j < width; j += kLanes) store(line + j, exp_nonpositive(load(line + j) - row_lse));
-        float delta = 0.0f;  // rowsum(dO * O) = rowsum(dP * P)
-        for (int64_t c = 0; c < d; ++c)
-          delta += d_out_rows[i * sh.q_stride() + c] * out[offset + i * sh.q_stride() + c];
-        s.delta[i] = delta;
-      }
-      // dV[:keys] += P^T dO
-      gemm(keys, d, rows, View{probs, 1, ld}, d_out_rows, sh.q_stride(), s.dv.data(), d, true);
-      // dP = dO V^T, then dS = P * (dP - delta) * scale in place
-      gemm(rows, width, d, View{d_out_rows, sh.q_stride(), 1}, s.v_t.data(), ld, dprobs, ld, false);
-      for (int64_t i = 0; i < rows; ++i) {
-        const float* p_line = probs + i * ld;
-        float* line = dprobs + i * ld;
-        for (int64_t j = 0; j < width; j += kLanes)
-          store(line + j, load(p_line + j) * (load(line + j) - s.delta[i]) * p.scale);
-      }
-      // dQ = dS K
-      gemm(rows, d, keys, View{dprobs, ld, 1}, k_head, sh.kv_stride(), dq + offset, sh.q_stride(),
-           false);
-      // dK[:keys] += dS^T Q
-      gemm(keys, d, rows, View{dprobs, 1, ld}, q_head + row0 * sh.q_stride(), sh.q_stride(),
-           s.dk.data(), d, true);
+    const int64_t rows = std::min<int64_t>(kQueryBlock, sh.seq - row0);
+    const int64_t keys = p.causal ? row0 + rows : sh.seq, width = round_up(keys, kLanes);
+    keys_touched = std::max(keys_touched, keys);
+    const int64_t offset = sh.q_offset(b, h) + row0 * sh.q_stride();
+    const float* d_out_rows = d_out + offset;
+    float* probs = s.probs.data();
+    float* dprobs = s.dprobs.data();
+    masked_scores(p, q_head, s, row0, rows, keys, probs);
+    for (int64_t i = 0; i < rows; ++i) {
+      float* line = probs + i * ld;
+      const float row_lse = lse_head[row0 + i];
+      for (int64_t j = 0; j < width; j += kLanes) store(line + j, exp_nonpositive(load(line + j) - row_lse));
+      float delta = 0.0f;  // rowsum(dO * O) = rowsum(dP * P)
+      for (int64_t c = 0; c < d; ++c)
+        delta += d_out_rows[i * sh.q_stride() + c] * out[offset + i * sh.q_stride() + c];
+      s.delta[i] = delta;
     }
+    // dV[:keys] += P^T dO
+    gemm(keys, d, rows, View{probs, 1, ld}, d_out_rows, sh.q_stride(), s.dv.data(), d, true);
+    // dP = dO V^T, then dS = P * (dP - delta) * scale in place
+    gemm(rows, width, d, View{d_out_rows, sh.q_stride(), 1}, s.v_t.data(), ld, dprobs, ld, false);
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* p_line = probs + i * ld;
+      float* line = dprobs + i * ld;
+      for (int64_t j = 0; j < width; j += kLanes)
+        store(line + j, load(p_line + j) * (load(line + j) - s.delta[i]) * p.scale);
+    }
+    // dQ = dS K
+    gemm(rows, d, keys, View{dprobs, ld, 1}, k_head, sh.kv_stride(), dq + offset, sh.q_stride(),
+         false);
+    // dK[:keys] += dS^T Q
+    gemm(keys, d, rows, View{dprobs, 1, ld}, q_head + row0 * sh.q_stride(), sh.q_stride(),
+         s.dk.data(), d, true);
   }
-  for (int64_t r = 0; r < sh.seq; ++r) {
-    std::memcpy(dk + sh.kv_offset(b, kv_head) + r * sh.kv_stride(), s.dk.data() + r * d, d * sizeof(float));
-    std::memcpy(dv + sh.kv_offset(b, kv_head) + r * sh.kv_stride(), s.dv.data() + r * d, d * sizeof(float));
+  // Tasks that split one pair's units add into its (zeroed) dk/dv one at a time.
+  std::lock_guard<std::mutex> lock(pair_lock);
+  for (int64_t r = 0; r < keys_touched; ++r) {
+    float* dk_row = dk + sh.kv_offset(b, kv_head) + r * sh.kv_stride();
+    float* dv_row = dv + sh.kv_offset(b, kv_head) + r * sh.kv_stride();
+    for (int64_t c = 0; c < d; ++c) {
+      dk_row[c] += s.dk[r * d + c];
+      dv_row[c] += s.dv[r * d + c];
+    }
   }
 }
 
-// Runs task(i, scratch) for i in [0, n) on the calling thread and XLA's intra-op pool. The caller
-// works too, so this finishes even if no pool thread is free; a helper that starts after the last
-// task was claimed touches only the shared counters.
+// The threads one kernel call uses: XLA's intra-op pool size, at most the cores this process may
+// run on (with 8 simulated devices on 2 cores the pool has 8 threads).
+int64_t usable_threads(ffi::ThreadPool& pool) {
+  int64_t threads = std::max<int64_t>(pool.num_threads(), 1);
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) threads = std::min<int64_t>(threads, CPU_COUNT(&allowed));
+  return std::max<int64_t>(threads, 1);
+}
+
+// Runs task(i, scratch) for i in [0, n) on the calling thread and threads - 1 pool helpers. The
+// caller works too, so this finishes even if no pool thread is free; a helper that starts after the
+// last task was claimed touches only the shared counters.
 template <typename Task>
-void parallel_for(ffi::ThreadPool& pool, const Shape& shape, int64_t n, Task task) {
+void parallel_for(ffi::ThreadPool& pool, int64_t threads, const Shape& shape, int64_t n, Task task) {
   struct Counters {
     std::atomic<int64_t> next{0};
     int64_t done = 0;
@@ -314,7 +368,7 @@ void parallel_for(ffi::ThreadPool& pool, const Shape& shape, int64_t n, Task tas
     counters->done += finished;
     if (counters->done == n) counters->all_done.notify_all();
   };
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), n - 1);
+  const int64_t helpers = std::min<int64_t>(threads - 1, n - 1);
   for (int64_t t = 0; t < helpers; ++t) pool.Schedule(decltype(work)(work));
   work();
   std::unique_lock<std::mutex> lock(counters->mu);
@@ -345,15 +399,17 @@ ffi::Error forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ff
                    ffi::ResultBuffer<ffi::F32> out, ffi::ResultBuffer<ffi::F32> lse, float scale,
                    bool causal) {
   if (q.dimensions().size() != 4) return ffi::Error::InvalidArgument("cpu_attention: q must be [B, S, H, D]");
-  const Problem p{shape_of(q.dimensions(), k.dimensions()), causal, scale};
-  if (auto error = check_shapes(p.shape, k.dimensions(), segment_ids.dimensions()); error.failure())
+  const Shape shape = shape_of(q.dimensions(), k.dimensions());
+  if (auto error = check_shapes(shape, k.dimensions(), segment_ids.dimensions()); error.failure())
     return error;
-  const int64_t kv_heads = p.shape.kv_heads;
-  parallel_for(pool, p.shape, p.shape.batch * kv_heads, [&](int64_t task, Scratch& s) {
-    const int64_t b = task / kv_heads;
-    load_segments(segment_ids.typed_data(), p.shape, b, s);
-    forward_task(p, b, task % kv_heads, q.typed_data(), k.typed_data(), v.typed_data(),
-                 out->typed_data(), lse->typed_data(), s);
+  const int64_t threads = usable_threads(pool);
+  const Problem p{shape, causal, scale, split_for(shape, threads)};
+  const int64_t chunks = p.split.chunks, kv_heads = shape.kv_heads;
+  parallel_for(pool, threads, shape, shape.batch * kv_heads * chunks, [&](int64_t task, Scratch& s) {
+    const int64_t pair = task / chunks, b = pair / kv_heads;
+    load_segments(segment_ids.typed_data(), shape, b, s);
+    forward_task(p, b, pair % kv_heads, task % chunks, q.typed_data(), k.typed_data(),
+                 v.typed_data(), out->typed_data(), lse->typed_data(), s);
   });
   return ffi::Error::Success();
 }
@@ -364,16 +420,21 @@ ffi::Error backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<f
                     ffi::ResultBuffer<ffi::F32> dq, ffi::ResultBuffer<ffi::F32> dk,
                     ffi::ResultBuffer<ffi::F32> dv, float scale, bool causal) {
   if (q.dimensions().size() != 4) return ffi::Error::InvalidArgument("cpu_attention: q must be [B, S, H, D]");
-  const Problem p{shape_of(q.dimensions(), k.dimensions()), causal, scale};
-  if (auto error = check_shapes(p.shape, k.dimensions(), segment_ids.dimensions()); error.failure())
+  const Shape shape = shape_of(q.dimensions(), k.dimensions());
+  if (auto error = check_shapes(shape, k.dimensions(), segment_ids.dimensions()); error.failure())
     return error;
-  const int64_t kv_heads = p.shape.kv_heads;
-  parallel_for(pool, p.shape, p.shape.batch * kv_heads, [&](int64_t task, Scratch& s) {
-    const int64_t b = task / kv_heads;
-    load_segments(segment_ids.typed_data(), p.shape, b, s);
-    backward_task(p, b, task % kv_heads, q.typed_data(), k.typed_data(), v.typed_data(),
-                  out.typed_data(), lse.typed_data(), d_out.typed_data(), dq->typed_data(),
-                  dk->typed_data(), dv->typed_data(), s);
+  const int64_t threads = usable_threads(pool);
+  const Problem p{shape, causal, scale, split_for(shape, threads)};
+  const int64_t chunks = p.split.chunks, kv_heads = shape.kv_heads, pairs = shape.batch * kv_heads;
+  std::fill_n(dk->typed_data(), dk->element_count(), 0.0f);
+  std::fill_n(dv->typed_data(), dv->element_count(), 0.0f);
+  std::unique_ptr<std::mutex[]> pair_locks(new std::mutex[pairs]);
+  parallel_for(pool, threads, shape, pairs * chunks, [&](int64_t task, Scratch& s) {
+    const int64_t pair = task / chunks, b = pair / kv_heads;
+    load_segments(segment_ids.typed_data(), shape, b, s);
+    backward_task(p, b, pair % kv_heads, task % chunks, q.typed_data(), k.typed_data(),
+                  v.typed_data(), out.typed_data(), lse.typed_data(), d_out.typed_data(),
+                  dq->typed_data(), dk->typed_data(), dv->typed_data(), pair_locks[pair], s);
   });
   return ffi::Error::Success();
 }
