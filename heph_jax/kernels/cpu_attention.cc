@@ -4,8 +4,9 @@
 // own layout: q [B, S, H, D], k and v [B, S, KV, D], segment_ids [B, S]. The forward returns the
 // output and each row's log-sum-exp [B, H, S]; the backward recomputes the probabilities from the
 // log-sum-exp one query block at a time (the flash-attention recurrence, as the jnp path in
-// heph_jax/model/attention.py does). Each task is one (batch row, kv head) pair: it owns that
-// group's dk/dv, so tasks never write the same memory and run on XLA's intra-op thread pool.
+// heph_jax/model/attention.py does). Tasks are (batch row, kv head) pairs, split further when there
+// are few (see Split), and run on XLA's intra-op thread pool; each accumulates its dk/dv privately
+// and adds them to the output under its pair's lock.
 //
 // Why a kernel at all: XLA:CPU runs attention as small batched matmuls with copies between them
 // (benchmarks/README.md); here the scores of one 64-row block stay in cache from the matmul that
@@ -202,8 +203,8 @@ struct Problem {
   Split split;
 };
 
-// The scores of query rows [row0, row0 + rows) against keys [0, keys) into scratch.probs, scaled,
-// with masked entries at -inf; padded columns up to round_up(keys, 16) are masked too.
+// The scores of query rows [row0, row0 + rows) against keys [0, keys) into `scores` (row stride
+// padded S), scaled, with masked entries at -inf; padded columns up to round_up(keys, 16) too.
 void masked_scores(const Problem& p, const float* q_head, const Scratch& s, int64_t row0,
                    int64_t rows, int64_t keys, float* scores) {
   const Shape& sh = p.shape;
