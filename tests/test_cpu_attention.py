@@ -37,6 +37,21 @@ def test_float32_matches_reference(batch, seq, heads, kv_heads, head_dim, causal
   assert_close(actual, expected, 1e-5)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_scattered_segment_ids(causal):
+  """Segment ids that recur after gaps: the kernel skips keys outside each block's segments, so it
+  must find a segment's first and last position, not assume contiguous documents."""
+  rng = np.random.default_rng(5)
+  q, k, v, cotangent = attention_inputs(5, 2, 300, 4, 2, 32)
+  segment_ids = np.repeat(rng.integers(0, 4, size=(2, 30)), 10, axis=1).astype(np.int32)
+  segment_ids[0, 250:] = 7  # a document that starts inside a block and runs to the end
+  segment_ids[1, :5] = 9    # and one that only the first rows see
+  segment_ids = jnp.asarray(segment_ids)
+  actual = value_and_grads(cpu_kernel.cpu_attention, q, k, v, segment_ids, cotangent, causal=causal)
+  expected = value_and_grads(mha_reference, q, k, v, segment_ids, cotangent, causal=causal)
+  assert_close(actual, expected, 1e-5)
+
+
 def test_scale_and_large_scores():
   """A custom sm_scale, and scores far from 0 (softmax must subtract the row max)."""
   q, k, v, cotangent = attention_inputs(4, 2, 70, 4, 2, 32)
@@ -115,6 +130,17 @@ def test_missing_compiler_is_named(monkeypatch, tmp_path):
   with pytest.raises(cpu_kernel.KernelBuildError, match=r"/nonexistent/g\+\+.*attention_impl='xla'"):
     cpu_kernel.build()
   assert not list(tmp_path.glob("*.so"))
+
+
+def test_compiler_errors_are_shown(monkeypatch, tmp_path):
+  failing = tmp_path / "broken-g++"
+  failing.write_text("#!/bin/sh\necho 'fatal: no such header' >&2\nexit 1\n")
+  failing.chmod(0o755)
+  monkeypatch.setenv("HEPH_JAX_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setenv("CXX", str(failing))
+  with pytest.raises(cpu_kernel.KernelBuildError, match=r"(?s)cpu_attention\.cc failed.*no such header"):
+    cpu_kernel.build()
+  assert not list((tmp_path / "cache").glob("*.so"))
 
 
 def test_cache_key_follows_source_and_cpu(monkeypatch, tmp_path):

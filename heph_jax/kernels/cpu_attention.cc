@@ -20,6 +20,8 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include <sched.h>
@@ -152,12 +154,13 @@ struct Scratch {
   std::vector<float> probs, dprobs;  // [query block, padded S]
   std::vector<float> dk, dv;        // [S, D] float32 accumulators of one task
   std::vector<int32_t> segments;    // [padded S]
+  std::vector<int32_t> first, last;  // [S]: first and last position of each row's segment id
   std::vector<float> delta;         // [query block]
   explicit Scratch(const Shape& s)
       : k_t(s.head_dim * s.padded_seq()), v_t(s.head_dim * s.padded_seq()),
         probs(kQueryBlock * s.padded_seq()), dprobs(kQueryBlock * s.padded_seq()),
         dk(s.seq * s.head_dim), dv(s.seq * s.head_dim), segments(s.padded_seq()),
-        delta(kQueryBlock) {}
+        first(s.seq), last(s.seq), delta(kQueryBlock) {}
 };
 
 // dst[c * ld_dst + r] = src[r * stride + c] for r < rows, c < cols; zeros up to ld_dst. In 16x16
@@ -203,14 +206,34 @@ struct Problem {
   Split split;
 };
 
-// The scores of query rows [row0, row0 + rows) against keys [0, keys) into `scores` (row stride
-// padded S), scaled, with masked entries at -inf; padded columns up to round_up(keys, 16) too.
+// The keys [lo, hi) that query rows [row0, row0 + rows) can see: up to the last row if causal, and
+// only within the rows' segments (a segment's keys lie between its first and last position). In
+// rows packed with several documents this skips every key block of the earlier documents. lo is
+// a multiple of 16, so lo + width() stays within the padded sequence.
+struct KeyRange {
+  int64_t lo, hi;
+  int64_t count() const { return hi - lo; }
+  int64_t width() const { return round_up(hi - lo, kLanes); }
+};
+
+KeyRange visible_keys(const Problem& p, const Scratch& s, int64_t row0, int64_t rows) {
+  int64_t lo = row0, hi = row0 + rows;
+  for (int64_t row = row0; row < row0 + rows; ++row) {
+    lo = std::min<int64_t>(lo, s.first[row]);
+    hi = std::max<int64_t>(hi, s.last[row] + 1);
+  }
+  if (p.causal) hi = row0 + rows;
+  return KeyRange{lo / kLanes * kLanes, hi};
+}
+
+// The scores of query rows [row0, row0 + rows) against keys [keys.lo, keys.lo + keys.width())
+// into `scores` (row stride padded S), scaled, with masked entries at -inf.
 void masked_scores(const Problem& p, const float* q_head, const Scratch& s, int64_t row0,
-                   int64_t rows, int64_t keys, float* scores) {
+                   int64_t rows, KeyRange keys, float* scores) {
   const Shape& sh = p.shape;
-  const int64_t ld = sh.padded_seq(), width = round_up(keys, kLanes);
+  const int64_t ld = sh.padded_seq(), width = keys.width();
   gemm(rows, width, sh.head_dim, View{q_head + row0 * sh.q_stride(), sh.q_stride(), 1},
-       s.k_t.data(), ld, scores, ld, false);
+       s.k_t.data() + keys.lo, ld, scores, ld, false);
   vi lane;
   for (int i = 0; i < kLanes; ++i) lane[i] = i;
   const vf minus_inf = splat(-INFINITY);
@@ -220,8 +243,8 @@ void masked_scores(const Problem& p, const float* q_head, const Scratch& s, int6
     const int32_t segment = s.segments[row];
     float* line = scores + i * ld;
     for (int64_t j = 0; j < width; j += kLanes) {
-      vi key = lane + static_cast<int32_t>(j);
-      vi visible = (key <= last_key) & (load(s.segments.data() + j) == segment);
+      vi key = lane + static_cast<int32_t>(keys.lo + j);
+      vi visible = (key <= last_key) & (load(s.segments.data() + keys.lo + j) == segment);
       vf x = load(line + j) * p.scale;
       store(line + j, visible ? x : minus_inf);
     }
@@ -242,7 +265,8 @@ void forward_task(const Problem& p, int64_t b, int64_t kv_head, int64_t chunk, c
     float* out_head = out + sh.q_offset(b, h);
     float* lse_head = lse + (b * sh.heads + h) * sh.seq;
     const int64_t rows = std::min<int64_t>(kQueryBlock, sh.seq - row0);
-    const int64_t keys = p.causal ? row0 + rows : sh.seq, width = round_up(keys, kLanes);
+    const KeyRange keys = visible_keys(p, s, row0, rows);
+    const int64_t width = keys.width();
     masked_scores(p, q_head, s, row0, rows, keys, s.probs.data());
     for (int64_t i = 0; i < rows; ++i) {
       float* line = s.probs.data() + i * ld;
@@ -265,8 +289,8 @@ void forward_task(const Problem& p, int64_t b, int64_t kv_head, int64_t chunk, c
       s.delta[i] = 1.0f / row_sum;  // reused as the row's normalizer
     }
     float* out_rows = out_head + row0 * sh.q_stride();
-    gemm(rows, d, keys, View{s.probs.data(), ld, 1}, v_head, sh.kv_stride(), out_rows,
-         sh.q_stride(), false);
+    gemm(rows, d, keys.count(), View{s.probs.data(), ld, 1}, v_head + keys.lo * sh.kv_stride(),
+         sh.kv_stride(), out_rows, sh.q_stride(), false);
     for (int64_t i = 0; i < rows; ++i)
       for (int64_t c = 0; c < d; ++c) out_rows[i * sh.q_stride() + c] *= s.delta[i];
   }
@@ -283,7 +307,7 @@ void backward_task(const Problem& p, int64_t b, int64_t kv_head, int64_t chunk, 
   transpose_into(v + sh.kv_offset(b, kv_head), sh.kv_stride(), sh.seq, d, s.v_t.data(), ld);
   std::fill(s.dk.begin(), s.dk.end(), 0.0f);
   std::fill(s.dv.begin(), s.dv.end(), 0.0f);
-  int64_t keys_touched = 0;
+  int64_t touched_lo = sh.seq, touched_hi = 0;
   for (int64_t unit = 0; unit < p.split.units(sh); ++unit) {
     if (p.split.owner(unit) != chunk) continue;
     const int64_t h = kv_head * sh.groups() + unit % sh.groups();
@@ -291,8 +315,10 @@ void backward_task(const Problem& p, int64_t b, int64_t kv_head, int64_t chunk, 
     const float* q_head = q + sh.q_offset(b, h);
     const float* lse_head = lse + (b * sh.heads + h) * sh.seq;
     const int64_t rows = std::min<int64_t>(kQueryBlock, sh.seq - row0);
-    const int64_t keys = p.causal ? row0 + rows : sh.seq, width = round_up(keys, kLanes);
-    keys_touched = std::max(keys_touched, keys);
+    const KeyRange keys = visible_keys(p, s, row0, rows);
+    const int64_t width = keys.width();
+    touched_lo = std::min(touched_lo, keys.lo);
+    touched_hi = std::max(touched_hi, keys.hi);
     const int64_t offset = sh.q_offset(b, h) + row0 * sh.q_stride();
     const float* d_out_rows = d_out + offset;
     float* probs = s.probs.data();
@@ -307,10 +333,12 @@ void backward_task(const Problem& p, int64_t b, int64_t kv_head, int64_t chunk, 
         delta += d_out_rows[i * sh.q_stride() + c] * out[offset + i * sh.q_stride() + c];
       s.delta[i] = delta;
     }
-    // dV[:keys] += P^T dO
-    gemm(keys, d, rows, View{probs, 1, ld}, d_out_rows, sh.q_stride(), s.dv.data(), d, true);
+    // dV[keys] += P^T dO
+    gemm(keys.count(), d, rows, View{probs, 1, ld}, d_out_rows, sh.q_stride(),
+         s.dv.data() + keys.lo * d, d, true);
     // dP = dO V^T, then dS = P * (dP - delta) * scale in place
-    gemm(rows, width, d, View{d_out_rows, sh.q_stride(), 1}, s.v_t.data(), ld, dprobs, ld, false);
+    gemm(rows, width, d, View{d_out_rows, sh.q_stride(), 1}, s.v_t.data() + keys.lo, ld, dprobs,
+         ld, false);
     for (int64_t i = 0; i < rows; ++i) {
       const float* p_line = probs + i * ld;
       float* line = dprobs + i * ld;
@@ -318,15 +346,15 @@ void backward_task(const Problem& p, int64_t b, int64_t kv_head, int64_t chunk, 
         store(line + j, load(p_line + j) * (load(line + j) - s.delta[i]) * p.scale);
     }
     // dQ = dS K
-    gemm(rows, d, keys, View{dprobs, ld, 1}, k_head, sh.kv_stride(), dq + offset, sh.q_stride(),
-         false);
-    // dK[:keys] += dS^T Q
-    gemm(keys, d, rows, View{dprobs, 1, ld}, q_head + row0 * sh.q_stride(), sh.q_stride(),
-         s.dk.data(), d, true);
+    gemm(rows, d, keys.count(), View{dprobs, ld, 1}, k_head + keys.lo * sh.kv_stride(),
+         sh.kv_stride(), dq + offset, sh.q_stride(), false);
+    // dK[keys] += dS^T Q
+    gemm(keys.count(), d, rows, View{dprobs, 1, ld}, q_head + row0 * sh.q_stride(), sh.q_stride(),
+         s.dk.data() + keys.lo * d, d, true);
   }
   // Tasks that split one pair's units add into its (zeroed) dk/dv one at a time.
   std::lock_guard<std::mutex> lock(pair_lock);
-  for (int64_t r = 0; r < keys_touched; ++r) {
+  for (int64_t r = touched_lo; r < touched_hi; ++r) {
     float* dk_row = dk + sh.kv_offset(b, kv_head) + r * sh.kv_stride();
     float* dv_row = dv + sh.kv_offset(b, kv_head) + r * sh.kv_stride();
     for (int64_t c = 0; c < d; ++c) {
@@ -391,8 +419,15 @@ Shape shape_of(ffi::Span<const int64_t> q_dims, ffi::Span<const int64_t> k_dims)
 }
 
 void load_segments(const int32_t* segment_ids, const Shape& sh, int64_t b, Scratch& s) {
-  std::copy(segment_ids + b * sh.seq, segment_ids + (b + 1) * sh.seq, s.segments.begin());
+  const int32_t* row = segment_ids + b * sh.seq;
+  std::copy(row, row + sh.seq, s.segments.begin());
   std::fill(s.segments.begin() + sh.seq, s.segments.end(), 0);
+  std::unordered_map<int32_t, std::pair<int32_t, int32_t>> extent;  // id -> (first, last)
+  for (int32_t i = 0; i < sh.seq; ++i) {
+    auto [it, added] = extent.try_emplace(row[i], i, i);
+    it->second.second = i;
+  }
+  for (int32_t i = 0; i < sh.seq; ++i) std::tie(s.first[i], s.last[i]) = extent[row[i]];
 }
 
 ffi::Error forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+logger = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("cpu_attention.cc")
 _FLAGS = ("-O3", "-march=native", "-std=gnu++17", "-shared", "-fPIC", "-fno-math-errno")
 _TARGETS = {"heph_cpu_attention_forward": "HephCpuAttentionForward",
@@ -67,12 +69,17 @@ def build(path: Path | None = None) -> Path:
     raise KernelBuildError(
         f"attention_impl='cpu' compiles a C++ kernel on first use and found no C++ compiler "
         f"{wanted!r} ($CXX, else g++); install one or use model.attention_impl='xla'")
-  path.parent.mkdir(parents=True, exist_ok=True)
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise KernelBuildError(f"cannot create the kernel cache {path.parent} ({e}); point "
+                           f"$HEPH_JAX_CACHE at a writable directory") from e
   # Compile to a temporary name and rename: concurrent processes (multi-host tests) never load a
   # half-written library.
   with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
     partial = Path(tmp) / path.name
     command = [compiler, *_FLAGS, "-isystem", jax.ffi.include_dir(), str(_SOURCE), "-o", str(partial)]
+    logger.warning("compiling the CPU attention kernel once for this machine (%s) -> %s", compiler, path)
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode:
       raise KernelBuildError(f"compiling {_SOURCE} failed ({' '.join(command)}):\n{result.stderr[-4000:]}")
