@@ -5,8 +5,9 @@
 // output and each row's log-sum-exp [B, H, S]; the backward recomputes the probabilities from the
 // log-sum-exp one query block at a time (the flash-attention recurrence, as the jnp path in
 // heph_jax/model/attention.py does). Tasks are (batch row, kv head) pairs, split further when there
-// are few (see Split), and run on XLA's intra-op thread pool; each accumulates its dk/dv privately
-// and adds them to the output under its pair's lock.
+// are few (see Split), and run on XLA's intra-op thread pool. A task that owns a whole pair writes
+// its dk/dv straight out; chunks of one pair accumulate privately and are summed in chunk order
+// afterwards, so results are bitwise the same from run to run (exact resume needs that).
 //
 // Why a kernel at all: XLA:CPU runs attention as small batched matmuls with copies between them
 // (benchmarks/README.md); here the scores of one 64-row block stay in cache from the matmul that
@@ -298,16 +299,14 @@ void forward_task(const Problem& p, int64_t b, int64_t kv_head, int64_t chunk, c
 
 void backward_task(const Problem& p, int64_t b, int64_t kv_head, int64_t chunk, const float* q,
                    const float* k, const float* v, const float* out, const float* lse,
-                   const float* d_out, float* dq, float* dk, float* dv, std::mutex& pair_lock,
-                   Scratch& s) {
+                   const float* d_out, float* dq, float* dk_acc, float* dv_acc, Scratch& s) {
   const Shape& sh = p.shape;
   const int64_t ld = sh.padded_seq(), d = sh.head_dim;
   const float* k_head = k + sh.kv_offset(b, kv_head);
   transpose_into(k_head, sh.kv_stride(), sh.seq, d, s.k_t.data(), ld);
   transpose_into(v + sh.kv_offset(b, kv_head), sh.kv_stride(), sh.seq, d, s.v_t.data(), ld);
-  std::fill(s.dk.begin(), s.dk.end(), 0.0f);
-  std::fill(s.dv.begin(), s.dv.end(), 0.0f);
-  int64_t touched_lo = sh.seq, touched_hi = 0;
+  std::fill(dk_acc, dk_acc + sh.seq * d, 0.0f);
+  std::fill(dv_acc, dv_acc + sh.seq * d, 0.0f);
   for (int64_t unit = 0; unit < p.split.units(sh); ++unit) {
     if (p.split.owner(unit) != chunk) continue;
     const int64_t h = kv_head * sh.groups() + unit % sh.groups();
@@ -317,8 +316,6 @@ void backward_task(const Problem& p, int64_t b, int64_t kv_head, int64_t chunk, 
     const int64_t rows = std::min<int64_t>(kQueryBlock, sh.seq - row0);
     const KeyRange keys = visible_keys(p, s, row0, rows);
     const int64_t width = keys.width();
-    touched_lo = std::min(touched_lo, keys.lo);
-    touched_hi = std::max(touched_hi, keys.hi);
     const int64_t offset = sh.q_offset(b, h) + row0 * sh.q_stride();
     const float* d_out_rows = d_out + offset;
     float* probs = s.probs.data();
@@ -335,7 +332,7 @@ void backward_task(const Problem& p, int64_t b, int64_t kv_head, int64_t chunk, 
     }
     // dV[keys] += P^T dO
     gemm(keys.count(), d, rows, View{probs, 1, ld}, d_out_rows, sh.q_stride(),
-         s.dv.data() + keys.lo * d, d, true);
+         dv_acc + keys.lo * d, d, true);
     // dP = dO V^T, then dS = P * (dP - delta) * scale in place
     gemm(rows, width, d, View{d_out_rows, sh.q_stride(), 1}, s.v_t.data() + keys.lo, ld, dprobs,
          ld, false);
@@ -350,17 +347,18 @@ void backward_task(const Problem& p, int64_t b, int64_t kv_head, int64_t chunk, 
          sh.kv_stride(), dq + offset, sh.q_stride(), false);
     // dK[keys] += dS^T Q
     gemm(keys.count(), d, rows, View{dprobs, 1, ld}, q_head + row0 * sh.q_stride(), sh.q_stride(),
-         s.dk.data() + keys.lo * d, d, true);
+         dk_acc + keys.lo * d, d, true);
   }
-  // Tasks that split one pair's units add into its (zeroed) dk/dv one at a time.
-  std::lock_guard<std::mutex> lock(pair_lock);
-  for (int64_t r = touched_lo; r < touched_hi; ++r) {
-    float* dk_row = dk + sh.kv_offset(b, kv_head) + r * sh.kv_stride();
-    float* dv_row = dv + sh.kv_offset(b, kv_head) + r * sh.kv_stride();
-    for (int64_t c = 0; c < d; ++c) {
-      dk_row[c] += s.dk[r * d + c];
-      dv_row[c] += s.dv[r * d + c];
-    }
+}
+
+// dst rows r (stride `stride`) = the sum over `parts` of src[part][r] ([S, D] blocks, in order).
+void sum_rows_into(const float* src, int64_t parts, const Shape& sh, float* dst, int64_t stride) {
+  const int64_t d = sh.head_dim, block = sh.seq * d;
+  for (int64_t r = 0; r < sh.seq; ++r) {
+    float* row = dst + r * stride;
+    std::copy(src + r * d, src + (r + 1) * d, row);
+    for (int64_t part = 1; part < parts; ++part)
+      for (int64_t c = 0; c < d; ++c) row[c] += src[part * block + r * d + c];
   }
 }
 
@@ -462,16 +460,29 @@ ffi::Error backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<f
   const int64_t threads = usable_threads(pool);
   const Problem p{shape, causal, scale, split_for(shape, threads)};
   const int64_t chunks = p.split.chunks, kv_heads = shape.kv_heads, pairs = shape.batch * kv_heads;
-  std::fill_n(dk->typed_data(), dk->element_count(), 0.0f);
-  std::fill_n(dv->typed_data(), dv->element_count(), 0.0f);
-  std::unique_ptr<std::mutex[]> pair_locks(new std::mutex[pairs]);
+  const int64_t block = shape.seq * shape.head_dim;
+  std::vector<float> partial_dk(chunks > 1 ? pairs * chunks * block : 0);
+  std::vector<float> partial_dv(partial_dk.size());
   parallel_for(pool, threads, shape, pairs * chunks, [&](int64_t task, Scratch& s) {
-    const int64_t pair = task / chunks, b = pair / kv_heads;
+    const int64_t pair = task / chunks, b = pair / kv_heads, kv_head = pair % kv_heads;
+    float* dk_acc = chunks > 1 ? partial_dk.data() + task * block : s.dk.data();
+    float* dv_acc = chunks > 1 ? partial_dv.data() + task * block : s.dv.data();
     load_segments(segment_ids.typed_data(), shape, b, s);
-    backward_task(p, b, pair % kv_heads, task % chunks, q.typed_data(), k.typed_data(),
-                  v.typed_data(), out.typed_data(), lse.typed_data(), d_out.typed_data(),
-                  dq->typed_data(), dk->typed_data(), dv->typed_data(), pair_locks[pair], s);
+    backward_task(p, b, kv_head, task % chunks, q.typed_data(), k.typed_data(), v.typed_data(),
+                  out.typed_data(), lse.typed_data(), d_out.typed_data(), dq->typed_data(),
+                  dk_acc, dv_acc, s);
+    if (chunks == 1) {
+      sum_rows_into(dk_acc, 1, shape, dk->typed_data() + shape.kv_offset(b, kv_head), shape.kv_stride());
+      sum_rows_into(dv_acc, 1, shape, dv->typed_data() + shape.kv_offset(b, kv_head), shape.kv_stride());
+    }
   });
+  for (int64_t pair = 0; chunks > 1 && pair < pairs; ++pair) {
+    const int64_t offset = shape.kv_offset(pair / kv_heads, pair % kv_heads);
+    sum_rows_into(partial_dk.data() + pair * chunks * block, chunks, shape, dk->typed_data() + offset,
+                  shape.kv_stride());
+    sum_rows_into(partial_dv.data() + pair * chunks * block, chunks, shape, dv->typed_data() + offset,
+                  shape.kv_stride());
+  }
   return ffi::Error::Success();
 }
 
