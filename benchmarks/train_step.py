@@ -89,7 +89,8 @@ def build_heph_step(config):
   in_batch = batch_sharding(mesh, rules)
   host_batch = synthetic_batch(batch_size, config.seq_len, model_cfg.vocab_size, config.seed)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules_tuple(rules)):
-    train_step = jax.jit(step_lib.make_train_step(model_cfg, tx, config.grad_accum_steps),
+    train_step = jax.jit(step_lib.make_train_step(model_cfg, tx, config.grad_accum_steps,
+                                                  config.loss_chunk_size),
                          in_shardings=(shardings, in_batch), out_shardings=(shardings, None),
                          donate_argnums=0)
     state = state_lib.create_state(model_cfg, tx, jax.random.PRNGKey(config.seed), shardings)

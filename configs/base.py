@@ -21,6 +21,10 @@ def get_config():
   config.per_device_batch_size = 0    # > 0 instead: x device count (then global_batch_size = 0)
   config.seq_len = 2048               # assumed; the paper does not say
   config.grad_accum_steps = 1
+  # > 0: compute the loss this many sequence positions at a time, so the [batch, seq, vocab] float32
+  # logits never exist whole (recomputed per chunk in the backward: one more forward of the output
+  # projection). 0 = all at once. The 8B presets use 1024 (README: the fit table).
+  config.loss_chunk_size = 0
   # "" = random init; "hf:DIR" = Hugging Face checkpoint; "ckpt:WORKDIR[@STEP]" = params of a
   # heph_jax run (Stage II starts from Stage I this way). Optimizer state is never carried over.
   config.init_from = ""

@@ -10,9 +10,9 @@ The paper (arXiv 2502.06589, §6) publishes none of the values below; each is an
     peak, the usual re-warm for continual pre-training), 1,000 warmup steps, cosine to 10%;
   - data mix: the paper's ~36% agent data, agent : code : text ~ 1 : 1 : 1 (configs/base.py);
     data.sources name the bundled sample (data/forge): point them at the full Forge export.
-Fit (heph_jax.aot; pure FSDP over all chips, full remat, Pallas attention, libtpu 0.0.42):
-v5p-64 = 8 sequences per chip, peak 68 GiB of 95; v5e-256 = 1 per chip, peak 9.3 GiB of 16;
-2 x v5p-64 (dcn_data=2) = 4 per chip, 35 GiB. The same global batch trains identically on each.
+Fit (heph_jax.aot; pure FSDP over all chips, full remat, Pallas attention, chunked loss, libtpu
+0.0.42): v5p-64 = 8 sequences per chip, peak 33.7 GiB of 95; v5e-256 = 1 per chip, peak 7.0 GiB of
+16; 2 x v5p-64 (dcn_data=2) = 4 per chip, 19.7 GiB. The same global batch trains identically on each.
 """
 from heph_jax.config import sibling
 

@@ -22,6 +22,7 @@ from heph_jax.train import train_and_evaluate
     ({"model.num_key_value_heads": 3}, "config.model.num_key_value_heads"),
     ({"model.attention_impl": "cuda"}, "config.model.attention_impl"),
     ({"seq_len": 4096}, "config.seq_len"),
+    ({"loss_chunk_size": -8}, "config.loss_chunk_size"),
     ({"optimizer.schedule": "exp"}, "config.optimizer.schedule"),
     ({"init_from": "s3://bucket/x"}, "config.init_from"),
 ])

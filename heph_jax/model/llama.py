@@ -122,11 +122,12 @@ class DecoderLayer(nn.Module):
 
 
 class Decoder(nn.Module):
-  """tokens [B, S] -> logits [B, S, vocab] float32."""
+  """tokens [B, S] -> logits [B, S, vocab] float32 (or, with return_hidden, the final hidden
+  states [B, S, hidden] and the output projection [hidden, vocab] for a chunked loss)."""
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens, segment_ids=None, positions=None):
+  def __call__(self, tokens, segment_ids=None, positions=None, return_hidden=False):
     cfg, dtype = self.cfg, _dtype(self.cfg.dtype)
     if segment_ids is None:
       segment_ids = jnp.ones_like(tokens)
@@ -151,9 +152,9 @@ class Decoder(nn.Module):
       head = embedding.T
     else:
       head = _param(self, "lm_head", (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), cfg)
-    b, s = tokens.shape
-    logits = _matmul(x.reshape(b * s, cfg.hidden_size), head, dtype, out_dtype=jnp.float32)
-    return _constrain(logits.reshape(b, s, cfg.vocab_size), ("batch", "seq", "vocab"))
+    if return_hidden:
+      return x, head
+    return logits_from_hidden(cfg, x, head)
 
 
 def _nest(params):
@@ -192,3 +193,17 @@ def logical_axes(cfg: ModelConfig):
 def apply(cfg: ModelConfig, params, tokens, segment_ids=None, positions=None):
   """Logits [B, S, vocab] float32 for tokens [B, S] (int32)."""
   return Decoder(cfg).apply({"params": _flatten(params)}, tokens, segment_ids, positions)
+
+
+def hidden_and_head(cfg: ModelConfig, params, tokens, segment_ids=None, positions=None):
+  """(final hidden states [B, S, hidden] in the compute dtype, output projection [hidden, vocab]):
+  logits = hidden @ head, left to the caller (heph_jax.training.step computes them in chunks)."""
+  return Decoder(cfg).apply({"params": _flatten(params)}, tokens, segment_ids, positions,
+                            return_hidden=True)
+
+
+def logits_from_hidden(cfg: ModelConfig, hidden, head):
+  """hidden [B, C, hidden] x head -> logits [B, C, vocab] float32, as Decoder computes them."""
+  b, c, _ = hidden.shape
+  logits = _matmul(hidden.reshape(b * c, cfg.hidden_size), head, _dtype(cfg.dtype), out_dtype=jnp.float32)
+  return _constrain(logits.reshape(b, c, cfg.vocab_size), ("batch", "seq", "vocab"))

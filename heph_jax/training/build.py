@@ -35,9 +35,10 @@ def build_train_step(config, mesh) -> TrainProgram:
   tx, schedule = optimizer.make_optimizer(config.optimizer, config.num_train_steps)
   shardings = state_lib.state_shardings(model_cfg, tx, mesh, rules)
   in_batch = batch_sharding(mesh, rules)
-  train_step = jax.jit(step_lib.make_train_step(model_cfg, tx, config.grad_accum_steps),
-                       in_shardings=(shardings, in_batch), out_shardings=(shardings, None),
+  step_fn = step_lib.make_train_step(model_cfg, tx, config.grad_accum_steps, config.loss_chunk_size)
+  train_step = jax.jit(step_fn, in_shardings=(shardings, in_batch), out_shardings=(shardings, None),
                        donate_argnums=0)
-  eval_step = jax.jit(step_lib.make_eval_step(model_cfg), in_shardings=(shardings["params"], in_batch))
+  eval_step = jax.jit(step_lib.make_eval_step(model_cfg, config.loss_chunk_size),
+                      in_shardings=(shardings["params"], in_batch))
   return TrainProgram(model_cfg, tx, schedule, shardings, in_batch,
                       config_lib.global_batch_size(config, mesh.size), train_step, eval_step)
