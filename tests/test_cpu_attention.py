@@ -4,15 +4,13 @@ import pytest
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import AxisType, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from heph_jax.kernels import cpu_attention as cpu_kernel
 from heph_jax.kernels.flash_attention import mha_reference
-from heph_jax.model.attention import attention
 from heph_jax.model.llama import _REMAT_POLICIES
 
-from attention_testing import assert_close, attention_inputs, random_segments, value_and_grads
+from attention_testing import (assert_close, assert_remat_invariant, attention_inputs,
+                               random_segments, sharded_value_and_grads, value_and_grads)
 
 # (batch, seq, heads, kv_heads, head_dim, causal, segments): GQA 4:1, 8:2, 1:1 and 3:1; sequences
 # that are not multiples of the kernel's 64-row blocks or 16-float vectors; head dims that are not
@@ -86,17 +84,7 @@ def test_bfloat16_inputs_keep_their_dtype():
 
 @pytest.mark.parametrize("policy", sorted(_REMAT_POLICIES))
 def test_gradients_under_every_remat_policy(policy):
-  rng = np.random.default_rng(2)
-  q, k, v, cotangent = attention_inputs(11, 2, 150, 4, 2, 16)
-  segment_ids = random_segments(rng, 2, 150)
-
-  def loss(q, k, v):
-    return jnp.sum(cpu_kernel.cpu_attention(jnp.sin(q), k * 2.0, v, segment_ids) * cotangent)
-
-  plain = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
-  rematted = jax.grad(jax.checkpoint(loss, policy=_REMAT_POLICIES[policy]), argnums=(0, 1, 2))(q, k, v)
-  for a, e in zip(rematted, plain):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=1e-6, atol=1e-6)
+  assert_remat_invariant(cpu_kernel.cpu_attention, _REMAT_POLICIES[policy])
 
 
 def test_vmap_over_a_leading_axis():
@@ -110,19 +98,7 @@ def test_vmap_over_a_leading_axis():
 
 def test_sharded_over_mesh_matches_reference():
   """Under jax.set_mesh (2x2x2 over 8 CPU devices) the kernel runs per shard in shard_map."""
-  mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
-  rng = np.random.default_rng(1)
-  q, k, v, cotangent = attention_inputs(11, 4, 72, 4, 2, 16)
-  segment_ids = random_segments(rng, 4, 72)
-  tiles = NamedSharding(mesh, P(("data", "fsdp"), None, "tensor", None))
-  rows = NamedSharding(mesh, P(("data", "fsdp"), None))
-  with jax.set_mesh(mesh):
-    args = [jax.device_put(x, tiles) for x in (q, k, v)]
-    dispatched = lambda q, k, v, s: attention(q, k, v, s, impl="cpu", causal=True)
-    actual = value_and_grads(dispatched, *args, jax.device_put(segment_ids, rows),
-                              jax.device_put(cotangent, tiles))
-    lowered = jax.jit(dispatched).lower(*args, jax.device_put(segment_ids, rows)).as_text()
-  expected = value_and_grads(mha_reference, q, k, v, segment_ids, cotangent)
+  actual, expected, lowered = sharded_value_and_grads("cpu", 11, 4, 72, 4, 2, 16)
   assert_close(actual, expected, 1e-5)
   assert "shard_map" in lowered or "sdy.manual_computation" in lowered
 

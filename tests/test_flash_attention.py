@@ -4,14 +4,14 @@ import pytest
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType
 
 from heph_jax.kernels.flash_attention import BlockSizes, flash_attention, mha_reference
-from heph_jax.model.attention import attention, xla_attention
+from heph_jax.model.attention import xla_attention
 from heph_jax.model.attention_kernels import pallas_attention
 
 from attention_testing import (assert_close, attention_inputs, random_segments, relative_error,
-                               value_and_grads)
+                               sharded_value_and_grads, value_and_grads)
 
 
 # (batch, seq, heads, kv_heads, head_dim, causal, segments, block_sizes); no seq is a multiple of
@@ -85,23 +85,15 @@ def test_causal_blocks_above_the_diagonal_are_never_read():
 
 def test_sharded_over_mesh_matches_reference():
   """Under jax.set_mesh (2x2x2 over 8 CPU devices) the kernel runs per shard in shard_map."""
-  mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
-  rng = np.random.default_rng(1)
-  q, k, v, cotangent = attention_inputs(11, 4, 136, 4, 2, 64)
-  segment_ids = random_segments(rng, 4, 136)
-  tiles = NamedSharding(mesh, P(("data", "fsdp"), None, "tensor", None))
-  rows = NamedSharding(mesh, P(("data", "fsdp"), None))
-  with jax.set_mesh(mesh):
-    args = [jax.device_put(x, tiles) for x in (q, k, v)]
-    dispatched = lambda q, k, v, s: attention(q, k, v, s, impl="pallas", causal=True)
-    actual = value_and_grads(dispatched, *args, jax.device_put(segment_ids, rows),
-                              jax.device_put(cotangent, tiles))
-    # Batch 1 divides no batch axis: the kernel must still run (replicated over data/fsdp).
-    single = value_and_grads(pallas_attention, *(x[:1] for x in (q, k, v)), segment_ids[:1],
-                              cotangent[:1])
-  expected = value_and_grads(mha_reference, q, k, v, segment_ids, cotangent)
+  actual, expected, _ = sharded_value_and_grads("pallas", 11, 4, 136, 4, 2, 64)
   assert_close(actual, expected, 2e-3)
-  assert_close(single, [x[:1] for x in expected], 2e-3)
+  # Batch 1 divides no batch axis: the kernel must still run (replicated over data/fsdp).
+  mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
+  q, k, v, cotangent = attention_inputs(11, 1, 136, 4, 2, 64)
+  segment_ids = random_segments(np.random.default_rng(11), 1, 136)
+  with jax.set_mesh(mesh):
+    single = value_and_grads(pallas_attention, q, k, v, segment_ids, cotangent)
+  assert_close(single, value_and_grads(mha_reference, q, k, v, segment_ids, cotangent), 2e-3)
 
 
 def test_invalid_arguments_fail_with_clear_errors():

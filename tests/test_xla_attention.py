@@ -9,7 +9,8 @@ from heph_jax.kernels.flash_attention import mha_reference
 from heph_jax.model.attention import xla_attention
 from heph_jax.model.llama import _REMAT_POLICIES
 
-from attention_testing import assert_close, attention_inputs, random_segments, value_and_grads
+from attention_testing import (assert_close, assert_remat_invariant, attention_inputs,
+                               random_segments, value_and_grads)
 
 
 # (batch, seq, heads, kv_heads, head_dim, causal, segments, causal_block): GQA 4:1, 8:2 and 1:1,
@@ -50,15 +51,5 @@ def test_bfloat16_matches_float32_reference():
 @pytest.mark.parametrize("policy", sorted(_REMAT_POLICIES))
 def test_gradients_under_every_remat_policy(policy):
   """The model wraps each layer in jax.checkpoint; the custom backward must give the same grads."""
-  rng = np.random.default_rng(2)
-  q, k, v, cotangent = attention_inputs(11, 2, 150, 4, 2, 16)
-  segment_ids = random_segments(rng, 2, 150)
-
-  def loss(q, k, v):
-    out = xla_attention(jnp.sin(q), k * 2.0, v, segment_ids, causal_block=48)
-    return jnp.sum(out * cotangent)
-
-  plain = jax.grad(loss, argnums=(0, 1, 2))(q, k, v)
-  rematted = jax.grad(jax.checkpoint(loss, policy=_REMAT_POLICIES[policy]), argnums=(0, 1, 2))(q, k, v)
-  for a, e in zip(rematted, plain):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=1e-6, atol=1e-6)
+  attend = lambda q, k, v, segment_ids: xla_attention(q, k, v, segment_ids, causal_block=48)
+  assert_remat_invariant(attend, _REMAT_POLICIES[policy])

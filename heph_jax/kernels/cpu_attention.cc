@@ -402,18 +402,22 @@ void parallel_for(ffi::ThreadPool& pool, int64_t threads, const Shape& shape, in
   counters->all_done.wait(lock, [&] { return counters->done == n; });
 }
 
-ffi::Error check_shapes(const Shape& s, ffi::Span<const int64_t> k_dims, ffi::Span<const int64_t> seg_dims) {
-  if (k_dims.size() != 4 || k_dims[0] != s.batch || k_dims[1] != s.seq || k_dims[3] != s.head_dim)
-    return ffi::Error::InvalidArgument("cpu_attention: k/v must be [B, S, KV, D] like q [B, S, H, D]");
-  if (s.kv_heads == 0 || s.heads % s.kv_heads)
+// The problem the arguments describe (threads from the pool), or an error for shapes that the
+// Python side (cpu_attention.py) would already have refused.
+ffi::Error make_problem(ffi::ThreadPool& pool, ffi::Span<const int64_t> q_dims,
+                        ffi::Span<const int64_t> k_dims, ffi::Span<const int64_t> seg_dims,
+                        float scale, bool causal, Problem* problem, int64_t* threads) {
+  if (q_dims.size() != 4 || k_dims.size() != 4 || k_dims[0] != q_dims[0] || k_dims[1] != q_dims[1] ||
+      k_dims[3] != q_dims[3])
+    return ffi::Error::InvalidArgument("cpu_attention: need q [B, S, H, D] and k/v [B, S, KV, D]");
+  const Shape shape{q_dims[0], q_dims[1], q_dims[2], k_dims[2], q_dims[3]};
+  if (shape.kv_heads == 0 || shape.heads % shape.kv_heads)
     return ffi::Error::InvalidArgument("cpu_attention: kv heads must divide query heads");
-  if (seg_dims.size() != 2 || seg_dims[0] != s.batch || seg_dims[1] != s.seq)
+  if (seg_dims.size() != 2 || seg_dims[0] != shape.batch || seg_dims[1] != shape.seq)
     return ffi::Error::InvalidArgument("cpu_attention: segment_ids must be [B, S]");
+  *threads = usable_threads(pool);
+  *problem = Problem{shape, causal, scale, split_for(shape, *threads)};
   return ffi::Error::Success();
-}
-
-Shape shape_of(ffi::Span<const int64_t> q_dims, ffi::Span<const int64_t> k_dims) {
-  return Shape{q_dims[0], q_dims[1], q_dims[2], k_dims.size() == 4 ? k_dims[2] : 0, q_dims[3]};
 }
 
 void load_segments(const int32_t* segment_ids, const Shape& sh, int64_t b, Scratch& s) {
@@ -432,12 +436,13 @@ ffi::Error forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ff
                    ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::S32> segment_ids,
                    ffi::ResultBuffer<ffi::F32> out, ffi::ResultBuffer<ffi::F32> lse, float scale,
                    bool causal) {
-  if (q.dimensions().size() != 4) return ffi::Error::InvalidArgument("cpu_attention: q must be [B, S, H, D]");
-  const Shape shape = shape_of(q.dimensions(), k.dimensions());
-  if (auto error = check_shapes(shape, k.dimensions(), segment_ids.dimensions()); error.failure())
+  Problem p;
+  int64_t threads;
+  if (auto error = make_problem(pool, q.dimensions(), k.dimensions(), segment_ids.dimensions(), scale,
+                                causal, &p, &threads);
+      error.failure())
     return error;
-  const int64_t threads = usable_threads(pool);
-  const Problem p{shape, causal, scale, split_for(shape, threads)};
+  const Shape& shape = p.shape;
   const int64_t chunks = p.split.chunks, kv_heads = shape.kv_heads;
   parallel_for(pool, threads, shape, shape.batch * kv_heads * chunks, [&](int64_t task, Scratch& s) {
     const int64_t pair = task / chunks, b = pair / kv_heads;
@@ -453,12 +458,13 @@ ffi::Error backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<f
                     ffi::Buffer<ffi::F32> out, ffi::Buffer<ffi::F32> lse, ffi::Buffer<ffi::F32> d_out,
                     ffi::ResultBuffer<ffi::F32> dq, ffi::ResultBuffer<ffi::F32> dk,
                     ffi::ResultBuffer<ffi::F32> dv, float scale, bool causal) {
-  if (q.dimensions().size() != 4) return ffi::Error::InvalidArgument("cpu_attention: q must be [B, S, H, D]");
-  const Shape shape = shape_of(q.dimensions(), k.dimensions());
-  if (auto error = check_shapes(shape, k.dimensions(), segment_ids.dimensions()); error.failure())
+  Problem p;
+  int64_t threads;
+  if (auto error = make_problem(pool, q.dimensions(), k.dimensions(), segment_ids.dimensions(), scale,
+                                causal, &p, &threads);
+      error.failure())
     return error;
-  const int64_t threads = usable_threads(pool);
-  const Problem p{shape, causal, scale, split_for(shape, threads)};
+  const Shape& shape = p.shape;
   const int64_t chunks = p.split.chunks, kv_heads = shape.kv_heads, pairs = shape.batch * kv_heads;
   const int64_t block = shape.seq * shape.head_dim;
   std::vector<float> partial_dk(chunks > 1 ? pairs * chunks * block : 0);
@@ -488,25 +494,25 @@ ffi::Error backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<f
 
 }  // namespace
 
+// Both kernels take the thread pool and q, k, v, segment_ids first, their attributes last.
+inline auto bind_inputs() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()    // q
+      .Arg<ffi::Buffer<ffi::F32>>()    // k
+      .Arg<ffi::Buffer<ffi::F32>>()    // v
+      .Arg<ffi::Buffer<ffi::S32>>();   // segment_ids
+}
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(HephCpuAttentionForward, forward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // q
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // k
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // v
-                                  .Arg<ffi::Buffer<ffi::S32>>()   // segment_ids
+                              bind_inputs()
                                   .Ret<ffi::Buffer<ffi::F32>>()   // out
                                   .Ret<ffi::Buffer<ffi::F32>>()   // lse
                                   .Attr<float>("scale")
                                   .Attr<bool>("causal"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(HephCpuAttentionBackward, backward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // q
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // k
-                                  .Arg<ffi::Buffer<ffi::F32>>()   // v
-                                  .Arg<ffi::Buffer<ffi::S32>>()   // segment_ids
+                              bind_inputs()
                                   .Arg<ffi::Buffer<ffi::F32>>()   // out
                                   .Arg<ffi::Buffer<ffi::F32>>()   // lse
                                   .Arg<ffi::Buffer<ffi::F32>>()   // d_out
