@@ -47,8 +47,8 @@ flags.DEFINE_integer("warmup", 2, "Untimed train steps first (the first compiles
 def rendered_texts(config, tokenizer) -> list[str]:
   """The text of every trainable record of the configured sources, as preparation renders it."""
   from heph_jax.data import forge
-  from heph_jax.data.chat_template import render_record
-  from heph_jax.data.sources import source_files
+  from heph_jax.data.tokenizers.chat_template import render_record
+  from heph_jax.data.pipeline.config import source_files
   texts = []
   for task in config.data.sources.keys():
     for path in source_files(config.data, task):
@@ -61,7 +61,7 @@ def rendered_texts(config, tokenizer) -> list[str]:
 def time_pipeline(config, tokenizer, rows: int, batches: int) -> dict:
   import seqio  # noqa: F401  (imports are not preparation time)
   import tensorflow_datasets  # noqa: F401
-  from heph_jax.data import tfds_forge  # noqa: F401
+  from heph_jax.data.prepare import tfds_builder as tfds_forge  # noqa: F401
   from heph_jax.data.pipeline import DataPipeline
   quiet = lambda *_: None  # noqa: E731
   with tempfile.TemporaryDirectory() as cache:
@@ -120,7 +120,7 @@ def time_train_step(config, iterator, steps: int, warmup: int) -> dict:
 def run(config, batches: int, train_steps: int, warmup: int) -> dict:
   import jax
   from heph_jax import config as config_lib
-  from heph_jax.data.tokenizer import load_tokenizer, measure_tokens_per_second
+  from heph_jax.data.tokenizers import load_tokenizer, measure_tokens_per_second
   config_lib.validate(config, jax.device_count())
   tokenizer = load_tokenizer(config.data.tokenizer)
   rows = config_lib.global_batch_size(config, jax.device_count())

@@ -235,7 +235,7 @@ def run_benchmark(config, steps: int, warmup: int, matmul_size: int, with_torch:
 
 def main(argv):
   del argv
-  from heph_jax.model.config import ConfigError
+  from heph_jax.errors import ConfigError
   if FLAGS.steps < 1 or FLAGS.warmup < 1:
     raise app.UsageError(f"--steps ({FLAGS.steps}) and --warmup ({FLAGS.warmup}) must be >= 1")
   try:

@@ -86,7 +86,7 @@ def get_config():
       on_error="raise",       # bad records: "raise" (file:line: reason) or "skip" (counted)
       # Multi-host reading: "rows" = each process reads the whole stream and keeps its rows of each
       # global batch (batches independent of the process count); "records" = each reads 1/P of the
-      # records (less I/O, but batches depend on the process count). See heph_jax/data/pipeline.py.
+      # records (less I/O, but batches depend on the process count). See heph_jax/data/pipeline/__init__.py.
       process_sharding="rows",
       max_record_bytes=8_000_000,
   ))

@@ -27,7 +27,7 @@ for _key, _value in (("TPU_SKIP_MDS_QUERY", "1"), ("TPU_WORKER_HOSTNAMES", "loca
                      ("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")):
   os.environ.setdefault(_key, _value)
 
-from heph_jax.model.config import ConfigError  # noqa: E402  (after the environment)
+from heph_jax.errors import ConfigError, HephError  # noqa: E402  (after the environment)
 from heph_jax.parallel import topology as topology_lib  # noqa: E402
 
 _OOM_MARKERS = ("RESOURCE_EXHAUSTED", "Ran out of memory", "CompileTimeHbmOom")
@@ -162,7 +162,7 @@ def main(argv):
   except ConfigError as e:
     print(f"heph_jax.aot: configuration error: {e}", file=sys.stderr)
     sys.exit(2)
-  except LibtpuMissing as e:
+  except (HephError, LibtpuMissing) as e:
     print(f"heph_jax.aot: {e}", file=sys.stderr)
     sys.exit(2)
   report = {"config": config_flags.get_config_filename(flags["config"]), **report}

@@ -7,7 +7,8 @@ from typing import Any
 
 import ml_collections
 
-from heph_jax.model.config import ConfigError, ModelConfig
+from heph_jax.errors import ConfigError
+from heph_jax.model.config import ModelConfig
 
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:
@@ -111,7 +112,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     _fail("init_from", f"must start with 'hf:' (Hugging Face directory) or 'ckpt:' (heph_jax workdir "
           f"or checkpoint step directory), got {config.init_from!r}")
   if check_data:
-    from heph_jax.data.sources import validate_data_config  # late: keeps this module light
+    from heph_jax.data.pipeline.config import validate_data_config  # late: keeps this module light
     validate_data_config(config.data)
 
 

@@ -15,7 +15,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from heph_jax.model.config import ConfigError
+from heph_jax.errors import ConfigError, HephError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
@@ -69,7 +69,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   import numpy as np
   from heph_jax import config as config_lib
   from heph_jax.data.pipeline import DataPipeline
-  from heph_jax.data.tokenizer import load_tokenizer
+  from heph_jax.data.tokenizers import load_tokenizer
   from heph_jax.parallel.mesh import make_mesh, rules_tuple
   from heph_jax.training import build, checkpoint, metrics as metrics_lib, state as state_lib
 
@@ -196,9 +196,12 @@ def main(argv):
   except ConfigError as e:
     print(f"heph_jax.train: configuration error: {e}", file=sys.stderr)
     sys.exit(2)
-  except DistributedInitError as e:
+  except DistributedInitError as e:  # the peers never formed one system (not a config mistake)
     print(f"heph_jax.train: {e}", file=sys.stderr)
     sys.exit(EXIT_CODE_INIT_TIMEOUT)
+  except HephError as e:  # bad input data, tokenizer, checkpoint: named in the message
+    print(f"heph_jax.train: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 def cli():

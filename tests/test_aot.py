@@ -16,7 +16,7 @@ pytest.importorskip("libtpu")
 from conftest import REPO_ROOT
 from heph_jax import aot
 from heph_jax.config import load_config_file, override
-from heph_jax.model.config import ConfigError
+from heph_jax.errors import ConfigError
 from heph_jax.parallel import topology
 from heph_jax.parallel.mesh import make_mesh
 

@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 def export(workdir: str, out: str, step=None, dtype: str = "float32", tokenizer_spec=None,
            max_shard_bytes=None) -> int:
   """Writes the HF directory for a run's checkpoint; returns the exported step."""
-  from heph_jax.data.tokenizer import load_tokenizer
+  from heph_jax.data.tokenizers import load_tokenizer
   from heph_jax.export import hf
   from heph_jax.training.checkpoint import restore_params
 
@@ -53,12 +53,11 @@ def export(workdir: str, out: str, step=None, dtype: str = "float32", tokenizer_
 
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
-  from heph_jax.data.tokenizer import TokenizerError
-  from heph_jax.export.hf_config import HFCheckpointError
-  from heph_jax.model.config import ConfigError
+  from heph_jax.data.tokenizers import TokenizerError
+  from heph_jax.errors import HephError
   try:
     step = export(args.workdir, args.out, args.step, args.dtype, args.tokenizer, args.max_shard_bytes)
-  except (FileNotFoundError, TokenizerError, HFCheckpointError, ConfigError) as e:
+  except (FileNotFoundError, HephError) as e:
     hint = ""
     if isinstance(e, TokenizerError) and not args.tokenizer:
       hint = " (the run's config.data.tokenizer; pass --tokenizer SPEC to use another path)"

@@ -247,7 +247,7 @@ def _write_json(path: str, value) -> None:
 
 
 def _write_tokenizer(tokenizer, out_dir: str) -> None:
-  if hasattr(tokenizer, "save_hf"):  # heph_jax.data.tokenizer.Tokenizer: a complete HF directory
+  if hasattr(tokenizer, "save_hf"):  # heph_jax.data.tokenizers.Tokenizer: a complete HF directory
     tokenizer.save_hf(out_dir)
     return
   for path in tokenizer.files():

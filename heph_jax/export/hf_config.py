@@ -11,7 +11,8 @@ import os
 import warnings
 from typing import Any, Mapping, Union
 
-from heph_jax.model.config import ConfigError, ModelConfig
+from heph_jax.errors import ConfigError, HephError
+from heph_jax.model.config import ModelConfig
 
 # HF class name -> (our architecture, HF model_type).
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral"}
@@ -36,7 +37,7 @@ SHAPE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_laye
 NUMERIC_KEYS = ("rms_norm_eps", "rope_theta", "rope_scaling", "sliding_window", "architecture")
 
 
-class HFCheckpointError(ValueError):
+class HFCheckpointError(HephError, ValueError):
   """A Hugging Face checkpoint directory that heph_jax cannot read; the message names the file."""
 
 

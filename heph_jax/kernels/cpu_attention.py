@@ -25,6 +25,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from heph_jax.errors import HephError
 
 logger = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("cpu_attention.cc")
@@ -33,7 +34,7 @@ _TARGETS = {"heph_cpu_attention_forward": "HephCpuAttentionForward",
             "heph_cpu_attention_backward": "HephCpuAttentionBackward"}
 
 
-class KernelBuildError(RuntimeError):
+class KernelBuildError(HephError, RuntimeError):
   """The C++ kernel could not be compiled (no compiler, or a compiler error)."""
 
 

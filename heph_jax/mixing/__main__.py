@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from heph_jax.errors import HephError
 from heph_jax.mixing.laws import MIXING_LAWS
 
 
@@ -121,24 +122,12 @@ def _print_summary(report, args):
   print(f"wrote {args.output}" + (f" and {args.plot}" if args.plot else ""))
 
 
-def _user_errors() -> tuple:
-  """Errors caused by bad input: printed as one line, not as a traceback."""
-  from heph_jax.mixing.design import DesignError
-  from heph_jax.mixing.fit import FitError
-  from heph_jax.mixing.optimum import OptimumError
-  from heph_jax.mixing.rates import RatesError
-  from heph_jax.mixing.runs import RunsError
-  from heph_jax.mixing.sweep import SweepError
-  from heph_jax.model.config import ConfigError
-  return (DesignError, FitError, OptimumError, RatesError, RunsError, SweepError, ConfigError)
-
-
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
   try:
     return _sweep(args) if args.command == "sweep" else _fit(args)
-  except _user_errors() as e:
-    print(f"error: {e}", file=sys.stderr)
+  except HephError as e:
+    print(f"heph_jax.mixing: {e}", file=sys.stderr)
     return 2
 
 

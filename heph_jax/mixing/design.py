@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from heph_jax.errors import HephError
 
 _RANK_TOL = 1e-7
 _SHARE_TOL = 1e-6
 
 
-class DesignError(ValueError):
+class DesignError(HephError, ValueError):
   """The runs' mixtures do not support the requested law or axis."""
 
 

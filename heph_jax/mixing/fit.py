@@ -12,9 +12,10 @@ import numpy as np
 from scipy import optimize
 
 from heph_jax.mixing.laws import Law
+from heph_jax.errors import HephError
 
 
-class FitError(ValueError):
+class FitError(HephError, ValueError):
   """The data cannot support the requested fit; the message says why and what to do."""
 
 

@@ -15,11 +15,12 @@ import numpy as np
 from scipy import optimize
 
 from heph_jax.mixing.design import Design
+from heph_jax.errors import HephError
 
 _FEAS_TOL = 1e-7
 
 
-class OptimumError(ValueError):
+class OptimumError(HephError, ValueError):
   """Bad objective/constraints, or no feasible mixture; the message says which."""
 
 

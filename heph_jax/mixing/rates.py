@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from heph_jax.errors import HephError
 
 RATE_TOLERANCE = 1e-6
 
@@ -18,7 +19,7 @@ RATE_TOLERANCE = 1e-6
 DEFAULT_DOMAINS = {"agent": ["tool_doc", "trajectory"], "code": ["code"], "text": ["text"]}
 
 
-class RatesError(ValueError):
+class RatesError(HephError, ValueError):
   """Bad rates or rates file; the message names the file or key."""
 
 

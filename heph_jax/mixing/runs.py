@@ -14,11 +14,12 @@ import math
 import os
 
 import numpy as np
+from heph_jax.errors import HephError
 
 SUM_TOLERANCE = 1e-6
 
 
-class RunsError(ValueError):
+class RunsError(HephError, ValueError):
   """runs.jsonl (or a list of run records) is malformed; the message names the line."""
 
 

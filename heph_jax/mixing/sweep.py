@@ -16,9 +16,10 @@ import ml_collections
 from heph_jax.mixing import rates as rates_lib
 from heph_jax.mixing.runs import RunsError, append_record, read_records, validate_mixture
 from heph_jax.training.metrics import read_metrics
+from heph_jax.errors import HephError
 
 
-class SweepError(ValueError):
+class SweepError(HephError, ValueError):
   """Bad sweep config or inconsistent sweep directory; the message names the key or file."""
 
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Optional
 
+from heph_jax.errors import ConfigError  # noqa: F401  (re-exported for model users)
+
 ATTENTION_IMPLS = ("xla", "pallas", "cpu")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 ROPE_TYPES = ("default", "linear", "llama3")
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-class ConfigError(ValueError):
-  """A configuration value is invalid; the message names the config key."""
 
 
 @dataclasses.dataclass(frozen=True)

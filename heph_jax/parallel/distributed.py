@@ -60,6 +60,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import ml_collections
+from heph_jax.errors import ConfigError, HephError
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +85,12 @@ _TPU_PCI_DEVICES = frozenset(
     {"0x0027", "0x0056", "0x005e", "0x0062", "0x0063", "0x006f", "0x0076"})
 
 
-class DistributedInitError(RuntimeError):
+class DistributedInitError(HephError, RuntimeError):
   """Raised (or printed before exit) when the processes cannot form one system."""
+
+
+class DistributedConfigError(ConfigError, DistributedInitError):
+  """A `config.distributed` value is wrong: a configuration error (exit 2), not a network one."""
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -122,7 +127,7 @@ class DistributedConfig:
       given = section.to_dict() if hasattr(section, "to_dict") else dict(section)
       unknown = sorted(set(given) - set(values))
       if unknown:
-        raise ValueError(
+        raise DistributedConfigError(
             f"config.distributed has unknown key(s) {unknown}; "
             f"expected some of {sorted(values)}")
       values.update(given)
@@ -136,7 +141,7 @@ class DistributedConfig:
         try:
           values[key] = int(raw)
         except ValueError:
-          raise ValueError(
+          raise DistributedConfigError(
               f"environment variable {env_name}={raw!r} is not an integer "
               f"(it overrides config.distributed.{key})") from None
     config = cls(**values)
@@ -146,7 +151,7 @@ class DistributedConfig:
   def validate(self) -> None:
     """Checks types and ranges; errors name the config key."""
     def fail(key, expected):
-      raise ValueError(f"config.distributed.{key}={getattr(self, key)!r}: "
+      raise DistributedConfigError(f"config.distributed.{key}={getattr(self, key)!r}: "
                        f"expected {expected}")
     for key in ("coordinator_port", "num_processes", "process_id",
                 "initialization_timeout_s"):
@@ -181,7 +186,7 @@ class DistributedConfig:
     host, port = split_host_port(self.coordinator_address)
     port = self.coordinator_port or port
     if port is None:
-      raise ValueError(
+      raise DistributedConfigError(
           f"config.distributed.coordinator_address={self.coordinator_address!r}"
           " has no port: write it as host:port or set "
           "config.distributed.coordinator_port")
@@ -274,7 +279,7 @@ def initialize(dist_cfg: Any = None) -> None:
   None (defaults + environment). Idempotent. A single process without a
   coordinator is a no-op. Call it before any JAX call that touches devices.
 
-  Raises DistributedInitError for bad settings and JAX errors; a peer that does
+  Raises DistributedConfigError (a ConfigError) for bad settings, DistributedInitError for JAX errors; a peer that does
   not join within initialization_timeout_s ends the process (see module doc).
   """
   import jax  # pylint: disable=g-import-not-at-top
@@ -282,10 +287,7 @@ def initialize(dist_cfg: Any = None) -> None:
   if isinstance(dist_cfg, DistributedConfig):
     cfg = dist_cfg
   else:
-    try:
-      cfg = DistributedConfig.from_config(dist_cfg)
-    except ValueError as e:
-      raise DistributedInitError(str(e)) from None
+    cfg = DistributedConfig.from_config(dist_cfg)
 
   if jax.distributed.is_initialized():
     logger.info("jax.distributed already initialized; leaving it as is")
@@ -379,7 +381,7 @@ def _explicit_kwargs(cfg: DistributedConfig, on_tpu: bool) -> dict[str, Any]:
     kwargs["cluster_detection_method"] = "deactivate"
   elif not (on_tpu and cfg.auto):
     env = ", ".join(f"{_ENV_KEYS[key]}" for key in missing)
-    raise DistributedInitError(
+    raise DistributedConfigError(
         "a multi-process run off a TPU VM needs coordinator_address, "
         f"num_processes and process_id; missing config.distributed.{missing} "
         f"(or environment {env}). Each process gets the same address and "

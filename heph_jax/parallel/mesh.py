@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from heph_jax.model.config import ConfigError
+from heph_jax.errors import ConfigError
 
 MESH_AXES = ("dcn_data", "data", "fsdp", "tensor")
 

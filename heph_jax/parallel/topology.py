@@ -15,7 +15,7 @@ import dataclasses
 import math
 import re
 
-from heph_jax.model.config import ConfigError
+from heph_jax.errors import ConfigError
 
 GIB = 1024 ** 3
 

@@ -1,6 +1,6 @@
 """Loss, train step (with gradient accumulation) and eval step: pure functions for jax.jit.
 
-Batch layout (numpy, from heph_jax/data/pipeline.py): tokens, segment_ids, positions, loss_weights,
+Batch layout (numpy, from heph_jax/data/pipeline/__init__.py): tokens, segment_ids, positions, loss_weights,
 each [B, S]. Position t predicts token t+1 when both belong to the same non-padding segment; the
 weight is loss_weights[t+1] (0 on prompts in IFT, 0 on padding).
 """
