@@ -112,25 +112,23 @@ def table_from_records(records: list[dict], source: str = "<records>",
       records=list(records), source=source)
 
 
-def read_records(path: str) -> tuple[list[dict], list[int]]:
+def read_run_lines(path: str) -> tuple[list[dict], list[int]]:
   """Parsed lines of a runs.jsonl file (blank lines skipped) and their line numbers."""
+  from heph_jax.data.forge import io as forge_io
   if not os.path.exists(path):
     raise RunsError(f"{path}: no such runs file (run `python -m heph_jax.mixing sweep` first)")
   records, lines = [], []
-  with open(path) as f:
-    for number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError as e:
-        raise RunsError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+  try:
+    for number, record in forge_io.iter_json_objects(path, allow_empty=True):
+      records.append(record)
       lines.append(number)
+  except forge_io.ForgeDataError as e:
+    raise RunsError(str(e)) from None
   return records, lines
 
 
 def read_runs(path: str) -> RunTable:
-  records, lines = read_records(path)
+  records, lines = read_run_lines(path)
   if not records:
     raise RunsError(f"{path}: the file has no runs")
   return table_from_records(records, source=path, line_numbers=lines)

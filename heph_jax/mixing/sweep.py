@@ -14,7 +14,7 @@ from typing import Callable
 import ml_collections
 
 from heph_jax.mixing import rates as rates_lib
-from heph_jax.mixing.runs import RunsError, append_record, read_records, validate_mixture
+from heph_jax.mixing.runs import RunsError, append_record, read_run_lines, validate_mixture
 from heph_jax.training.metrics import read_metrics
 from heph_jax.errors import HephError
 
@@ -160,7 +160,7 @@ def run_sweep(sweep: ml_collections.ConfigDict, workdir: str, *, sweep_path: str
   runs_path = os.path.join(workdir, "runs.jsonl")
   done = {}
   if os.path.exists(runs_path):
-    records, lines = read_records(runs_path)
+    records, lines = read_run_lines(runs_path)
     for record, line in zip(records, lines):
       if record.get("steps") != steps:
         raise SweepError(f"{runs_path}:{line}: a run of {record.get('steps')} steps, but this sweep "

@@ -16,14 +16,8 @@ def read_metrics(workdir: str) -> list[dict]:
   path = os.path.join(workdir, METRICS_FILE)
   if not os.path.exists(path):
     return []
-  records = []
-  with open(path) as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
-  return records
+  from heph_jax.data.forge import io as forge_io
+  return [record for _, record in forge_io.iter_json_objects(path, on_error="skip")]
 
 
 def _format_duration(seconds: float) -> str:

@@ -5,15 +5,11 @@ import dataclasses
 import os
 from typing import Any, Callable, Iterable, Iterator
 
-from heph_jax.data.forge.schema import ForgeDataError, _type_name, validate
+from heph_jax.data.forge.schema import ForgeDataError, type_name, validate
 from heph_jax.data.forge.io import (DEFAULT_MAX_RECORD_BYTES, ReadStats, check_on_error,
-                                 iter_json_documents)
+                                 iter_json_documents, problem)
 
 _JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
-_ARTICLE = {"object": "an object", "array": "an array", "string": "a string",
-            "integer": "an integer", "number": "a number", "boolean": "a boolean"}
-
-
 @dataclasses.dataclass
 class Context:
   """Error policy and counters of one conversion run."""
@@ -26,10 +22,7 @@ class Context:
     check_on_error(self.on_error)
 
   def problem(self, name: str, line: int, reason: str):
-    message = f"{name}:{line}: {reason}"
-    if self.on_error == "raise":
-      raise ForgeDataError(message)
-    self.stats.add_error(message)
+    problem(self.on_error, self.stats, name, line, reason)
 
   def documents(self, source, name: str) -> Iterator[tuple[int, dict]]:
     """(line, object) of a JSON / JSON Lines file or bytes, under this policy."""
@@ -64,7 +57,7 @@ def need(obj: Any, key: str, kind: type | tuple, where: str = "", what: str | No
   """obj[key] checked to be of `kind`; ForgeDataError names the field otherwise."""
   label = f"{where}.{key}" if where else key
   if not isinstance(obj, dict):
-    raise ForgeDataError(f"{where or 'record'}: expected an object, got {_type_name(obj)}")
+    raise ForgeDataError(f"{where or 'record'}: expected an object, got {type_name(obj)}")
   if key not in obj or obj[key] is None:
     if optional:
       return default
@@ -72,8 +65,8 @@ def need(obj: Any, key: str, kind: type | tuple, where: str = "", what: str | No
   value = obj[key]
   if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = what or " or ".join(_ARTICLE.get(_type_name(k()), _type_name(k())) for k in kinds)
-    raise ForgeDataError(f"{label}: expected {names}, got {_type_name(value)}")
+    names = what or " or ".join(type_name(k(), article=True) for k in kinds)
+    raise ForgeDataError(f"{label}: expected {names}, got {type_name(value)}")
   return value
 
 

@@ -15,7 +15,7 @@ import json
 import os
 from typing import Any, Callable, Iterable, Iterator
 
-from heph_jax.data.forge.schema import ForgeDataError, validate
+from heph_jax.data.forge.schema import ForgeDataError, type_name, validate
 
 ON_ERROR_CHOICES = ("raise", "skip")
 DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
@@ -45,6 +45,14 @@ class ReadResult:
   stats: ReadStats
 
 
+def problem(on_error: str, stats: ReadStats, where: str, line: int, reason: str) -> None:
+  """The one error policy for bad input: raise "where:line: reason", or count it in `stats`."""
+  message = f"{where}:{line}: {reason}"
+  if on_error == "raise":
+    raise ForgeDataError(message)
+  stats.add_error(message)
+
+
 def check_on_error(on_error: str) -> str:
   if on_error not in ON_ERROR_CHOICES:
     raise ForgeDataError(f"on_error: expected one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}")
@@ -67,29 +75,23 @@ def _lines_from(source: str | os.PathLike | bytes, name: str) -> Iterator[bytes]
     raise ForgeDataError(f"{name}:0: cannot read ({e.strerror})") from None
 
 
-def _kind(obj) -> str:
-  return {list: "an array", str: "a string", int: "a number", float: "a number",
-          bool: "a boolean", type(None): "null"}.get(type(obj), type(obj).__name__)
-
-
 def iter_json_objects(source: str | os.PathLike | bytes, *, name: str | None = None,
                       on_error: str = "raise",
                       max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                      stats: ReadStats | None = None) -> Iterator[tuple[int, dict]]:
+                      stats: ReadStats | None = None,
+                      allow_empty: bool = False) -> Iterator[tuple[int, dict]]:
   """Yields (line_number, object) for each JSON object line of a file or bytes.
 
-  `name` is what errors call the source (defaults to the path).
+  `name` is what errors call the source (defaults to the path); `allow_empty` accepts a file
+  with no lines (a log that has none yet).
   """
   check_on_error(on_error)
   name = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
   stats = stats if stats is not None else ReadStats(path=name)
   stats.path = stats.path or name
 
-  def problem(line_no: int, reason: str):
-    message = f"{name}:{line_no}: {reason}"
-    if on_error == "raise":
-      raise ForgeDataError(message)
-    stats.add_error(message)
+  def bad(line_no: int, reason: str):
+    problem(on_error, stats, name, line_no, reason)
 
   seen_content = False
   for line_no, raw in enumerate(_lines_from(source, name), start=1):
@@ -97,28 +99,28 @@ def iter_json_objects(source: str | os.PathLike | bytes, *, name: str | None = N
       continue
     seen_content = True
     if len(raw) > max_record_bytes:
-      problem(line_no, f"record is {len(raw)} bytes, over the limit of {max_record_bytes} "
+      bad(line_no, f"record is {len(raw)} bytes, over the limit of {max_record_bytes} "
                        "(max_record_bytes)")
       continue
     try:
       text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-      problem(line_no, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})")
+      bad(line_no, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})")
       continue
     try:
       obj = json.loads(text)
     except json.JSONDecodeError as e:
-      problem(line_no, f"malformed JSON: {e.msg} at column {e.colno}")
+      bad(line_no, f"malformed JSON: {e.msg} at column {e.colno}")
       continue
     except RecursionError:
-      problem(line_no, "malformed JSON: nested too deeply")
+      bad(line_no, "malformed JSON: nested too deeply")
       continue
     if not isinstance(obj, dict):
-      problem(line_no, f"expected a JSON object per line, got {_kind(obj)}")
+      bad(line_no, f"expected a JSON object per line, got {type_name(obj, article=True)}")
       continue
     yield line_no, obj
-  if not seen_content:
-    problem(0, "file is empty (no JSON lines)")
+  if not seen_content and not allow_empty:
+    bad(0, "file is empty (no JSON lines)")
 
 
 def _read_bytes(source: str | os.PathLike | bytes, name: str) -> bytes:
@@ -182,11 +184,8 @@ def _iter_array(data: bytes, name: str, on_error: str, max_record_bytes: int,
   def line_of(pos: int) -> int:
     return text.count("\n", 0, pos) + 1
 
-  def problem(line_no: int, reason: str):
-    message = f"{name}:{line_no}: {reason}"
-    if on_error == "raise":
-      raise ForgeDataError(message)
-    stats.add_error(message)
+  def bad(line_no: int, reason: str):
+    problem(on_error, stats, name, line_no, reason)
 
   pos = len(text) - len(text.lstrip())
   if not single:
@@ -199,28 +198,28 @@ def _iter_array(data: bytes, name: str, on_error: str, max_record_bytes: int,
       break
     if pos >= len(text):
       if not single:
-        problem(line_of(pos), "malformed JSON: the array is not closed with ']'")
+        bad(line_of(pos), "malformed JSON: the array is not closed with ']'")
       break
     try:
       obj, end = decoder.raw_decode(text, pos)
     except json.JSONDecodeError as e:
-      bad = text[e.pos:e.pos + 1]
-      if _has_bad_bytes(bad):
-        problem(e.lineno, f"not valid UTF-8 (byte 0x{ord(bad) - 0xDC00:02x} at column {e.colno})")
+      char = text[e.pos:e.pos + 1]
+      if _has_bad_bytes(char):
+        bad(e.lineno, f"not valid UTF-8 (byte 0x{ord(char) - 0xDC00:02x} at column {e.colno})")
       else:
-        problem(e.lineno, f"malformed JSON: {e.msg} at column {e.colno}")
+        bad(e.lineno, f"malformed JSON: {e.msg} at column {e.colno}")
       return  # the rest of the array cannot be located reliably
     except RecursionError:
-      problem(line_of(pos), "malformed JSON: nested too deeply")
+      bad(line_of(pos), "malformed JSON: nested too deeply")
       return
     line_no = line_of(pos)
     raw = text[pos:end]
     if len(raw.encode("utf-8", errors="surrogateescape")) > max_record_bytes:
-      problem(line_no, f"record is over the limit of {max_record_bytes} bytes (max_record_bytes)")
+      bad(line_no, f"record is over the limit of {max_record_bytes} bytes (max_record_bytes)")
     elif _has_bad_bytes(raw):
-      problem(line_no, "not valid UTF-8")
+      bad(line_no, "not valid UTF-8")
     elif not isinstance(obj, dict):
-      problem(line_no, f"expected a JSON object, got {_kind(obj)}")
+      bad(line_no, f"expected a JSON object, got {type_name(obj, article=True)}")
     else:
       count += 1
       yield line_no, obj
@@ -232,10 +231,10 @@ def _iter_array(data: bytes, name: str, on_error: str, max_record_bytes: int,
     if pos < len(text) and text[pos] == ",":
       pos += 1
     elif pos < len(text) and text[pos] != "]":
-      problem(line_of(pos), "malformed JSON: expected ',' or ']' between array elements")
+      bad(line_of(pos), "malformed JSON: expected ',' or ']' between array elements")
       return
   if count == 0 and stats.skipped == 0:
-    problem(0, "file is empty (no JSON objects)")
+    bad(0, "file is empty (no JSON objects)")
 
 
 def iter_records(path: str | os.PathLike | bytes, *, name: str | None = None,

@@ -63,11 +63,16 @@ class ForgeDataError(HephError, ValueError):
   """Bad Forge input. The message says where ("path:line: field: reason")."""
 
 
-def _type_name(value: Any) -> str:
-  if value is None:
-    return "null"
-  return {dict: "object", list: "array", str: "string", bool: "boolean",
-          int: "integer", float: "number"}.get(type(value), type(value).__name__)
+_TYPE_NAMES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer",
+               float: "number", type(None): "null"}
+_ARTICLES = {"object": "an object", "array": "an array", "string": "a string",
+             "integer": "an integer", "number": "a number", "boolean": "a boolean"}
+
+
+def type_name(value: Any, article: bool = False) -> str:
+  """The JSON name of a value's type ("array", or with article "an array"), for error messages."""
+  name = _TYPE_NAMES.get(type(value), type(value).__name__)
+  return _ARTICLES.get(name, name) if article else name
 
 
 def _fail(where: str, reason: str):
@@ -84,7 +89,7 @@ def _expect(value: Any, kind: type | tuple, where: str, what: str):
   # bool is an int subclass; a boolean is never accepted where a number is meant.
   ok = isinstance(value, kind) and not (isinstance(value, bool) and kind in (int, (int, float)))
   if not ok:
-    _fail(where, f"expected {what}, got {_type_name(value)}")
+    _fail(where, f"expected {what}, got {type_name(value)}")
 
 
 def _string(rec: dict, key: str, where: str, *, required=True, nonempty=False,
@@ -138,7 +143,7 @@ def validate_schema(schema: Any, where: str, depth: int = 0) -> None:
         _fail(_join(where, "type"),
               f"unknown JSON Schema type {name!r} (expected one of {', '.join(JSON_SCHEMA_TYPES)})")
   if "description" in schema and not isinstance(schema["description"], str):
-    _fail(_join(where, "description"), f"expected a string, got {_type_name(schema['description'])}")
+    _fail(_join(where, "description"), f"expected a string, got {type_name(schema['description'])}")
   if "properties" in schema:
     props = schema["properties"]
     _expect(props, dict, _join(where, "properties"), "an object of property schemas")

@@ -23,6 +23,7 @@ import os
 import sys
 from typing import Iterable, Iterator, Sequence
 
+from heph_jax.data import forge
 from heph_jax.data.forge.schema import ForgeDataError
 from heph_jax.errors import HephError
 
@@ -30,48 +31,26 @@ from heph_jax.errors import HephError
 MAX_SENTENCE_BYTES = 8192
 
 
-def _forge_module():
-  try:
-    from heph_jax.data import forge  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return None
-  return forge
-
-
 def _looks_like_forge(path: str) -> bool:
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      if line.strip():
-        try:
-          first = json.loads(line)
-        except json.JSONDecodeError:
-          return False
-        return isinstance(first, dict) and "type" in first and "id" in first
+  for _, first in forge.iter_json_objects(path, on_error="skip"):
+    return "type" in first and "id" in first
   return False
 
 
 def iter_documents(paths: Sequence[str]) -> Iterator[str]:
   """Documents of the input files: rendered Forge train records, "text" fields, or whole files."""
-  forge = _forge_module()
   for path in paths:
-    if path.endswith(".jsonl") and forge is not None and _looks_like_forge(path):
-      for record in forge.read_records(path).records:
+    if path.endswith(".jsonl") and _looks_like_forge(path):
+      for record in forge.iter_records(path):
         if forge.is_train(record):
           yield forge.render_text(record)
     elif path.endswith(".jsonl"):
-      with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-          if not line.strip():
-            continue
-          try:
-            value = json.loads(line)
-          except json.JSONDecodeError as e:
-            raise ForgeDataError(f"{path}:{line_no}: not JSON ({e.msg})") from None
-          text = value.get("text") if isinstance(value, dict) else None
-          if not isinstance(text, str):
-            raise ForgeDataError(f"{path}:{line_no}: expected a Forge record or an object with a "
-                             "string 'text' field")
-          yield text
+      for line_no, value in forge.iter_json_objects(path):
+        text = value.get("text")
+        if not isinstance(text, str):
+          raise ForgeDataError(f"{path}:{line_no}: expected a Forge record or an object with a "
+                               "string 'text' field")
+        yield text
     else:
       with open(path, encoding="utf-8", errors="replace") as f:
         yield f.read()
