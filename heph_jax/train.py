@@ -12,17 +12,24 @@ import signal
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from heph_jax.errors import ConfigError, HephError
+from heph_jax.errors import ConfigError
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
-flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics.jsonl, TensorBoard events.")
-flags.DEFINE_string("coordinator_address", "", "Multi-process: host:port of process 0.")
-flags.DEFINE_integer("num_processes", 0, "Multi-process: number of processes.")
-flags.DEFINE_integer("process_id", -1, "Multi-process: this process's index.")
+
+
+def define_flags(values, argv):
+  config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True,
+                                  flag_values=values, sys_argv=argv)
+  flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics.jsonl, TensorBoard events.",
+                      flag_values=values)
+  flags.DEFINE_string("coordinator_address", "", "Multi-process: host:port of process 0.",
+                      flag_values=values)
+  flags.DEFINE_integer("num_processes", 0, "Multi-process: number of processes.", flag_values=values)
+  flags.DEFINE_integer("process_id", -1, "Multi-process: this process's index.", flag_values=values)
+  for name in ("config", "workdir"):
+    flags.mark_flag_as_required(name, flag_values=values)
 
 
 class _Preemption:
@@ -173,39 +180,33 @@ def _any_process(flag: bool) -> bool:
   return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
 
 
-def main(argv):
-  del argv
+def _run(args, positional) -> None:
+  del positional
   logging.set_verbosity(logging.WARNING)  # library INFO lines (Orbax) would drown the progress line
   from heph_jax.parallel.distributed import is_tpu_vm
   if not is_tpu_vm():  # libtpu (test extra) probes for a TPU pod on any machine: keep it quiet
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
-  config = FLAGS.config
-  if config is None or not FLAGS.workdir:
-    raise app.UsageError("both --config and --workdir are required")
+  config = args.config
   with config.unlocked():
-    if FLAGS.coordinator_address:
-      config.distributed.coordinator_address = FLAGS.coordinator_address
-    if FLAGS.num_processes:
-      config.distributed.num_processes = FLAGS.num_processes
-    if FLAGS.process_id >= 0:
-      config.distributed.process_id = FLAGS.process_id
-  from heph_jax.parallel.distributed import EXIT_CODE_INIT_TIMEOUT, DistributedInitError
-  try:
-    train_and_evaluate(config, FLAGS.workdir)
-  except ConfigError as e:
-    print(f"heph_jax.train: configuration error: {e}", file=sys.stderr)
-    sys.exit(2)
-  except DistributedInitError as e:  # the peers never formed one system (not a config mistake)
-    print(f"heph_jax.train: {e}", file=sys.stderr)
-    sys.exit(EXIT_CODE_INIT_TIMEOUT)
-  except HephError as e:  # bad input data, tokenizer, checkpoint: named in the message
-    print(f"heph_jax.train: {e}", file=sys.stderr)
-    sys.exit(2)
+    if args.coordinator_address:
+      config.distributed.coordinator_address = args.coordinator_address
+    if args.num_processes:
+      config.distributed.num_processes = args.num_processes
+    if args.process_id >= 0:
+      config.distributed.process_id = args.process_id
+  train_and_evaluate(config, args.workdir)
+
+
+def main(argv=None) -> int:
+  """Exit 2: a configuration or input mistake (named); 3: the pod's processes never formed one
+  system (DistributedInitError.exit_code); see heph_jax/cli.py."""
+  from heph_jax import cli as cli_lib
+  return cli_lib.run("heph_jax.train", define_flags, _run, argv)
 
 
 def cli():
-  app.run(main)
+  sys.exit(main())
 
 
 if __name__ == "__main__":

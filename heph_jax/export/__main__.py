@@ -12,28 +12,32 @@ TPU in use by a training job cannot be opened twice, and host memory holds what 
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-EXIT_USAGE = 2
+from absl import flags
+
+from heph_jax import cli
+from heph_jax.export.hf_config import HFCheckpointError
+
+PROG = "heph_jax.export"
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="python -m heph_jax.export",
-                                   description="Export a heph_jax checkpoint in Hugging Face format.")
-  parser.add_argument("--workdir", required=True,
-                      help="training run directory (holding checkpoints/), or WORKDIR@STEP")
-  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
-  parser.add_argument("--out", required=True, help="output directory (Hugging Face layout)")
-  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
-                      help="dtype of the exported tensors (default float32: lossless)")
-  parser.add_argument("--tokenizer", default=None,
-                      help="tokenizer spec ('sp:PATH' or 'hf:DIR') instead of the run's "
-                           "config.data.tokenizer, e.g. when run from another directory")
-  parser.add_argument("--max-shard-bytes", type=int, default=None,
-                      help="size limit of one safetensors file (default 5e9, as transformers)")
-  return parser
+def define_flags(values, argv):
+  del argv
+  flags.DEFINE_string("workdir", None, "training run directory (holding checkpoints/), or WORKDIR@STEP",
+                      flag_values=values)
+  flags.DEFINE_integer("step", None, "checkpoint step (default: the newest)", flag_values=values)
+  flags.DEFINE_string("out", None, "output directory (Hugging Face layout)", flag_values=values)
+  flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16", "float16"],
+                    "dtype of the exported tensors (default float32: lossless)", flag_values=values)
+  flags.DEFINE_string("tokenizer", None, "tokenizer spec ('sp:PATH' or 'hf:DIR') instead of the run's "
+                      "config.data.tokenizer, e.g. when run from another directory", flag_values=values)
+  flags.DEFINE_integer("max_shard_bytes", None,
+                       "size limit of one safetensors file (default 5e9, as transformers)",
+                       flag_values=values)
+  for name in ("workdir", "out"):
+    flags.mark_flag_as_required(name, flag_values=values)
 
 
 def export(workdir: str, out: str, step=None, dtype: str = "float32", tokenizer_spec=None,
@@ -51,20 +55,24 @@ def export(workdir: str, out: str, step=None, dtype: str = "float32", tokenizer_
   return step
 
 
-def main(argv=None) -> int:
-  args = _parser().parse_args(argv)
+def _export(args, positional) -> int:
+  del positional
   from heph_jax.data.tokenizers import TokenizerError
-  from heph_jax.errors import HephError
   try:
     step = export(args.workdir, args.out, args.step, args.dtype, args.tokenizer, args.max_shard_bytes)
-  except (FileNotFoundError, HephError) as e:
-    hint = ""
-    if isinstance(e, TokenizerError) and not args.tokenizer:
-      hint = " (the run's config.data.tokenizer; pass --tokenizer SPEC to use another path)"
-    print(f"heph_jax.export: {e}{hint}", file=sys.stderr)
-    return EXIT_USAGE
-  print(f"heph_jax.export: wrote step {step} of {args.workdir} to {args.out} ({args.dtype})")
+  except TokenizerError as e:
+    if args.tokenizer:
+      raise
+    raise TokenizerError(f"{e} (the run's config.data.tokenizer; pass --tokenizer SPEC to use "
+                         "another path)") from None
+  except FileNotFoundError as e:
+    raise HFCheckpointError(str(e)) from None
+  print(f"{PROG}: wrote step {step} of {args.workdir} to {args.out} ({args.dtype})")
   return 0
+
+
+def main(argv=None) -> int:
+  return cli.run(PROG, define_flags, _export, argv)
 
 
 if __name__ == "__main__":

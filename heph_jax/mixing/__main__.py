@@ -5,51 +5,63 @@
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
+from absl import flags
+
+from heph_jax import cli
 from heph_jax.errors import HephError
 from heph_jax.mixing.laws import MIXING_LAWS
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="python -m heph_jax.mixing", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  commands = parser.add_subparsers(dest="command", required=True)
+COMMANDS = ("sweep", "fit")
+_REQUIRED = {"sweep": ("config", "workdir"), "fit": ("runs", "output")}
 
-  sweep = commands.add_parser("sweep", help="train a grid of small models, one per mixture")
-  sweep.add_argument("--config", required=True, help="sweep config file (e.g. configs/mixing_sweep.py)")
-  sweep.add_argument("--workdir", required=True, help="sweep directory; runs.jsonl goes here")
-  sweep.add_argument("--steps", type=int, default=None, help="training steps per run (overrides the config)")
-  sweep.add_argument("--dry-run", action="store_true", help="print the planned runs and exit")
 
-  fit = commands.add_parser("fit", help="fit a mixing law and write the optimal rates")
-  fit.add_argument("--runs", required=True, help="runs.jsonl written by `sweep`")
-  fit.add_argument("--output", required=True, help="rates file to write (JSON)")
-  fit.add_argument("--law", default="exponential", choices=sorted(MIXING_LAWS),
-                   help="exponential: Ye et al. 2024 (default); tradeoff/quadratic: 1-D in --axis")
-  fit.add_argument("--objective", default="mean",
-                   help="'mean' of all eval losses (default), one domain ('agent'), or weights "
-                        "('agent=0.5,code=0.25,text=0.25')")
-  fit.add_argument("--axis", default="agent", help="the domain whose ratio a 1-D view reads (default agent)")
-  fit.add_argument("--min", action="append", default=[], metavar="DOMAIN=P", help="lower bound, repeatable")
-  fit.add_argument("--max", action="append", default=[], metavar="DOMAIN=P", help="upper bound, repeatable")
-  fit.add_argument("--ratio", action="append", default=[], metavar="A:B=X:Y",
-                   help="fixed ratio of two domains, e.g. code:text=1:1; repeatable")
-  fit.add_argument("--within-runs", action="store_true",
-                   help="search only within each domain's range of proportions in the runs "
-                        "(no extrapolation)")
-  fit.add_argument("--target-steps", type=int, default=None,
-                   help="extrapolate each run to this many steps with L(S)=E+B/S^beta first")
-  fit.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates for the CI (0: none)")
-  fit.add_argument("--level", type=float, default=0.95, help="confidence level of the CI")
-  fit.add_argument("--restarts", type=int, default=8, help="optimizer restarts per fit")
-  fit.add_argument("--seed", type=int, default=0)
-  fit.add_argument("--config", default=None,
-                   help="a sweep or training config whose data.domains / domains and within "
-                        "map domains to tasks for task_rates (default: agent=tool_doc+trajectory)")
-  fit.add_argument("--plot", default=None, help="PNG to write: observed points, fitted curves, optimum")
-  return parser
+def define_flags(values, argv):
+  del argv
+  def string(name, default, text):
+    flags.DEFINE_string(name, default, text, flag_values=values)
+  # sweep
+  string("config", None, "sweep: the sweep config file (e.g. configs/mixing_sweep.py); fit: a sweep "
+         "or training config whose data.domains / domains and within map domains to tasks for "
+         "task_rates (default: agent=tool_doc+trajectory)")
+  string("workdir", None, "sweep: the sweep directory; runs.jsonl goes here")
+  flags.DEFINE_integer("steps", None, "sweep: training steps per run (overrides the config)",
+                       flag_values=values)
+  flags.DEFINE_bool("dry_run", False, "sweep: print the planned runs and exit", flag_values=values)
+  # fit
+  string("runs", None, "fit: runs.jsonl written by `sweep`")
+  string("output", None, "fit: rates file to write (JSON)")
+  flags.DEFINE_enum("law", "exponential", sorted(MIXING_LAWS),
+                    "fit: exponential: Ye et al. 2024 (default); tradeoff/quadratic: 1-D in --axis",
+                    flag_values=values)
+  string("objective", "mean", "fit: 'mean' of all eval losses (default), one domain ('agent'), or "
+         "weights ('agent=0.5,code=0.25,text=0.25')")
+  string("axis", "agent", "fit: the domain whose ratio a 1-D view reads (default agent)")
+  for name, text in (("min", "DOMAIN=P: lower bound"), ("max", "DOMAIN=P: upper bound"),
+                     ("ratio", "A:B=X:Y: fixed ratio of two domains, e.g. code:text=1:1")):
+    flags.DEFINE_multi_string(name, [], f"fit: {text}; repeatable", flag_values=values)
+  flags.DEFINE_bool("within_runs", False, "fit: search only within each domain's range of "
+                    "proportions in the runs (no extrapolation)", flag_values=values)
+  flags.DEFINE_integer("target_steps", None, "fit: extrapolate each run to this many steps with "
+                       "L(S)=E+B/S^beta first", flag_values=values)
+  flags.DEFINE_integer("bootstrap", 200, "fit: bootstrap replicates for the CI (0: none)",
+                       flag_values=values)
+  flags.DEFINE_float("level", 0.95, "fit: confidence level of the CI", flag_values=values)
+  flags.DEFINE_integer("restarts", 8, "fit: optimizer restarts per fit", flag_values=values)
+  flags.DEFINE_integer("seed", 0, "fit: random seed", flag_values=values)
+  string("plot", None, "fit: PNG to write: observed points, fitted curves, optimum")
+
+
+def _command(args, positional) -> int:
+  if len(positional) != 1 or positional[0] not in COMMANDS:
+    raise HephError(f"expected one command, sweep or fit; got {positional or 'none'}")
+  command = positional[0]
+  missing = [f"--{name}" for name in _REQUIRED[command] if getattr(args, name) is None]
+  if missing:
+    raise HephError(f"{command} needs {' and '.join(missing)}")
+  return _sweep(args) if command == "sweep" else _fit(args)
 
 
 def _domains_from_config(path):
@@ -123,12 +135,7 @@ def _print_summary(report, args):
 
 
 def main(argv=None) -> int:
-  args = _parser().parse_args(argv)
-  try:
-    return _sweep(args) if args.command == "sweep" else _fit(args)
-  except HephError as e:
-    print(f"heph_jax.mixing: {e}", file=sys.stderr)
-    return 2
+  return cli.run("heph_jax.mixing", define_flags, _command, argv)
 
 
 if __name__ == "__main__":

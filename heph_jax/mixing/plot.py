@@ -50,7 +50,7 @@ def plot_analysis(analysis: Analysis, path: str, title: str | None = None) -> No
   if len(weights) > 1:
     ax.plot(grid, analysis.objective_values(grid_mixtures), color="black", lw=2.5,
             label=f"objective: {analysis.objective.describe()}")
-  # Shade what the optimum search could not reach (bounds, --within-runs).
+  # Shade what the optimum search could not reach (bounds, --within_runs).
   reach = analysis.feasible.vertices[:, j]
   label = "outside the search range"
   for left, right in ((grid[0], reach.min()), (reach.max(), grid[-1])):

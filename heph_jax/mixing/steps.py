@@ -34,14 +34,14 @@ def extrapolate_to_steps(table: RunTable, target_steps: int, *, restarts: int = 
                          seed: int = 0) -> tuple[RunTable, dict]:
   """The table with every loss replaced by its step-law prediction at `target_steps`."""
   if target_steps <= 0:
-    raise ValueError(f"--target-steps must be > 0, got {target_steps}")
+    raise RunsError(f"--target_steps must be > 0, got {target_steps}")
   predicted = {d: np.empty(table.num_runs) for d in table.eval_domains}
   per_run = []
   for i, record in enumerate(table.records):
     where = f"{table.source}: run {i + 1} (mixture {record['mixture']})"
     if not record.get("history"):
-      raise RunsError(f"{where}: no 'history' of eval losses, which --target-steps needs; "
-                      "rerun the sweep (it records one) or drop --target-steps")
+      raise RunsError(f"{where}: no 'history' of eval losses, which --target_steps needs; "
+                      "rerun the sweep (it records one) or drop --target_steps")
     entry = {"mixture": record["mixture"], "predicted": {}, "r2": {}}
     for domain in table.eval_domains:
       steps, losses = _curve(record, domain, where)

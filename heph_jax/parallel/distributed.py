@@ -87,10 +87,12 @@ _TPU_PCI_DEVICES = frozenset(
 
 class DistributedInitError(HephError, RuntimeError):
   """Raised (or printed before exit) when the processes cannot form one system."""
+  exit_code = EXIT_CODE_INIT_TIMEOUT  # not 2: the config was fine, the peers or network were not
 
 
 class DistributedConfigError(ConfigError, DistributedInitError):
   """A `config.distributed` value is wrong: a configuration error (exit 2), not a network one."""
+  exit_code = 2
 
 
 def default_config() -> ml_collections.ConfigDict:

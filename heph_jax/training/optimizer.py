@@ -1,6 +1,7 @@
 """AdamW with global-norm clipping and a warmup + cosine / WSD / linear / constant schedule."""
 import ml_collections
 import optax
+from heph_jax.errors import ConfigError
 
 
 def learning_rate_schedule(opt: ml_collections.ConfigDict, num_train_steps: int) -> optax.Schedule:
@@ -20,7 +21,7 @@ def learning_rate_schedule(opt: ml_collections.ConfigDict, num_train_steps: int)
   elif opt.schedule == "constant":
     after = optax.constant_schedule(peak)
   else:
-    raise ValueError(f"config.optimizer.schedule: unknown schedule {opt.schedule!r}")
+    raise ConfigError(f"config.optimizer.schedule: unknown schedule {opt.schedule!r}")
   return optax.join_schedules([warm, after], [warmup])
 
 

@@ -82,7 +82,7 @@ def test_render_marks_exactly_the_weighted_tokens(tiny_corpus):
 
 
 def _argv(corpus, cache, *extra):
-  return ["inspect", "--config", str(REPO_ROOT / "configs" / "tiny.py"), *config_flags_for(corpus),
+  return ["--config", str(REPO_ROOT / "configs" / "tiny.py"), *config_flags_for(corpus),
           f"--config.data.cache_dir={cache}", *extra]
 
 
@@ -103,5 +103,5 @@ def test_cli_prints_json_and_text(tiny_corpus, cache, capsys):
 def test_cli_names_the_bad_flag(tiny_corpus, cache, capsys):
   assert inspect_lib.main(_argv(tiny_corpus, cache, "--num_batches=0")) == 2
   assert "--num_batches" in capsys.readouterr().err
-  assert inspect_lib.main(["inspect", "--num_batches=1"]) == 2
+  assert inspect_lib.main(["--num_batches=1"]) == 2
   assert "--config is required" in capsys.readouterr().err

@@ -201,7 +201,7 @@ def test_sweep_records_runs_and_resumes(tmp_path):
   # The recorded runs feed `fit`, including the nested step law.
   out = tmp_path / "rates.json"
   assert main(["fit", "--runs", os.path.join(workdir, "runs.jsonl"), "--output", str(out),
-               "--bootstrap", "0", "--target-steps", "100000"]) == 0
+               "--bootstrap", "0", "--target_steps", "100000"]) == 0
   report = json.loads(out.read_text())
   assert report["step_law"]["min_r2"] > 0.999
   assert abs(report["rates"]["agent"] - true_mean_optimum()) < 0.02

@@ -12,17 +12,19 @@ Prints a JSON summary; exit status 2 on an error.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import re
-import sys
+
+from absl import flags
 
 from heph_jax.data.convert import FORMATS, get_converter
 from heph_jax.data.convert.common import Context
 from heph_jax.data.forge.schema import SPLITS, ForgeDataError
-from heph_jax.errors import HephError
+from heph_jax import cli
 from heph_jax.data.forge.io import DEFAULT_MAX_RECORD_BYTES, ReadStats, write_records
+
+PROG = "heph_jax.data.convert"
 
 
 def _limited(records, per_source: int | None, counts: collections.Counter,
@@ -67,31 +69,35 @@ def run(fmt: str, input_path: str, output: str, *, on_error: str = "raise",
           "errors": ctx.stats.errors[:20], "by_source": dict(sorted(counts.items()))}
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--format", required=True, help=f"one of: {', '.join(sorted(FORMATS))}")
-  parser.add_argument("--input", required=True, help="input file or directory")
-  parser.add_argument("--output", required=True, help="output Forge JSONL file")
-  parser.add_argument("--on_error", default="raise", help="raise (default) or skip")
-  parser.add_argument("--max_record_bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
-                      help="longest accepted input record (a JSON line or array element)")
-  parser.add_argument("--record_type", default="trajectory", help="trajectory or ift (chat formats)")
-  parser.add_argument("--split", default="train", help="train or eval (bfcl is always eval)")
-  parser.add_argument("--limit_per_source", type=int, default=None,
-                      help="keep at most N records per source (e.g. per BFCL category)")
-  parser.add_argument("--source_regex", help="keep only records whose source matches")
-  parser.add_argument("--exclude_source_regex", help="drop records whose source matches")
-  args = parser.parse_args(argv)
-  try:
-    if args.on_error not in ("raise", "skip"):
-      raise ForgeDataError(f"--on_error: expected raise or skip, got {args.on_error!r}")
-    summary = run(args.format, args.input, args.output, on_error=args.on_error,
-                  max_record_bytes=args.max_record_bytes, record_type=args.record_type,
-                  split=args.split, limit_per_source=args.limit_per_source,
-                  source_regex=args.source_regex, exclude_source_regex=args.exclude_source_regex)
-  except HephError as e:
-    print(f"heph_jax.data.convert: {e}", file=sys.stderr)
-    return 2
+def define_flags(values, argv):
+  del argv
+  flags.DEFINE_string("format", None, f"one of: {', '.join(sorted(FORMATS))}", flag_values=values)
+  flags.DEFINE_string("input", None, "input file or directory", flag_values=values)
+  flags.DEFINE_string("output", None, "output Forge JSONL file", flag_values=values)
+  flags.DEFINE_string("on_error", "raise", "raise (default) or skip", flag_values=values)
+  flags.DEFINE_integer("max_record_bytes", DEFAULT_MAX_RECORD_BYTES,
+                       "longest accepted input record (a JSON line or array element)", flag_values=values)
+  flags.DEFINE_string("record_type", "trajectory", "trajectory or ift (chat formats)", flag_values=values)
+  flags.DEFINE_string("split", "train", "train or eval (bfcl is always eval)", flag_values=values)
+  flags.DEFINE_integer("limit_per_source", None,
+                       "keep at most N records per source (e.g. per BFCL category)", flag_values=values)
+  flags.DEFINE_string("source_regex", None, "keep only records whose source matches", flag_values=values)
+  flags.DEFINE_string("exclude_source_regex", None, "drop records whose source matches", flag_values=values)
+  for name in ("format", "input", "output"):
+    flags.mark_flag_as_required(name, flag_values=values)
+
+
+def _convert(args, positional) -> int:
+  del positional
+  if args.on_error not in ("raise", "skip"):
+    raise ForgeDataError(f"--on_error: expected raise or skip, got {args.on_error!r}")
+  summary = run(args.format, args.input, args.output, on_error=args.on_error,
+                max_record_bytes=args.max_record_bytes, record_type=args.record_type,
+                split=args.split, limit_per_source=args.limit_per_source,
+                source_regex=args.source_regex, exclude_source_regex=args.exclude_source_regex)
   print(json.dumps(summary, indent=2, ensure_ascii=False))
   return 0
 
+
+def main(argv: list[str] | None = None) -> int:
+  return cli.run(PROG, define_flags, _convert, argv)

@@ -15,16 +15,16 @@ Forge JSONL file, or a BFCL wheel / directory (converted on the fly).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import re
-import sys
 from typing import Iterable, Iterator
 
+from absl import flags
+
 from heph_jax.data.forge.schema import ForgeDataError
-from heph_jax.errors import HephError
+from heph_jax import cli
 from heph_jax.data.forge.io import ReadStats, check_on_error, iter_records, write_records
 
 DEFAULT_NGRAM = 13
@@ -191,32 +191,46 @@ def _parse_eval(spec: str) -> tuple[str, str]:
   return name, path
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--train", nargs="+", required=True, help="Forge JSONL training files")
-  parser.add_argument("--eval", action="append", required=True, metavar="NAME=PATH",
-                      help="eval set (Forge JSONL, BFCL wheel or BFCL directory); repeatable")
-  parser.add_argument("--output_dir", required=True, help="where cleaned files go (same names)")
-  parser.add_argument("--ngram", type=int, default=DEFAULT_NGRAM)
-  parser.add_argument("--min_tokens", type=int, default=DEFAULT_MIN_TOKENS)
-  parser.add_argument("--on_error", default="raise", choices=("raise", "skip"))
-  parser.add_argument("--report", help="also write the JSON report here")
-  args = parser.parse_args(argv)
-  try:
-    check_on_error(args.on_error)
-    if args.ngram < 1 or args.min_tokens < 1:
-      raise ForgeDataError("--ngram and --min_tokens must be positive")
-    indexes = [build_index(name, path, args.ngram, args.min_tokens, args.on_error)
-               for name, path in map(_parse_eval, args.eval)]
-    reports = []
-    for path in args.train:
-      out = os.path.join(args.output_dir, os.path.basename(path))
-      if os.path.abspath(out) == os.path.abspath(path):
-        raise ForgeDataError(f"--output_dir would overwrite the input {path}")
-      reports.append(decontaminate_file(path, out, indexes, args.on_error))
-  except HephError as e:
-    print(f"heph_jax.data.decontaminate: {e}", file=sys.stderr)
-    return 2
+def define_flags(values, argv):
+  del argv
+  flags.DEFINE_multi_string("train", None, "Forge JSONL training files or globs (repeatable)",
+                            flag_values=values)
+  flags.DEFINE_multi_string("eval", None, "NAME=PATH: eval set (Forge JSONL, BFCL wheel or BFCL "
+                            "directory); repeatable", flag_values=values)
+  flags.DEFINE_string("output_dir", None, "where cleaned files go (same names)", flag_values=values)
+  flags.DEFINE_integer("ngram", DEFAULT_NGRAM, "n-gram length", flag_values=values)
+  flags.DEFINE_integer("min_tokens", DEFAULT_MIN_TOKENS, "shortest eval text indexed, in tokens",
+                       flag_values=values)
+  flags.DEFINE_enum("on_error", "raise", ["raise", "skip"], "bad input lines: stop or skip and count",
+                    flag_values=values)
+  flags.DEFINE_string("report", None, "also write the JSON report here", flag_values=values)
+  for name in ("train", "eval", "output_dir"):
+    flags.mark_flag_as_required(name, flag_values=values)
+
+
+def _expand(patterns: list[str]) -> list[str]:
+  """Each --train value as a file, or the files its glob matches (a bucket path too)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  paths = []
+  for pattern in patterns:
+    matched = sorted(tf.io.gfile.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+    if not matched:
+      raise ForgeDataError(f"--train {pattern!r}: no file matches")
+    paths.extend(matched)
+  return paths
+
+
+def _decontaminate(args, positional) -> int:
+  if args.ngram < 1 or args.min_tokens < 1:
+    raise ForgeDataError("--ngram and --min_tokens must be positive")
+  indexes = [build_index(name, path, args.ngram, args.min_tokens, args.on_error)
+             for name, path in map(_parse_eval, args.eval)]
+  reports = []
+  for path in _expand(args.train + positional):  # positional: a shell-expanded glob's other files
+    out = os.path.join(args.output_dir, os.path.basename(path))
+    if os.path.abspath(out) == os.path.abspath(path):
+      raise ForgeDataError(f"--output_dir would overwrite the input {path}")
+    reports.append(decontaminate_file(path, out, indexes, args.on_error))
   summary = {
       "ngram": args.ngram,
       "eval_sets": {i.name: {"texts": i.texts, "ngrams": len(i.grams)} for i in indexes},
@@ -229,3 +243,6 @@ def main(argv: list[str] | None = None) -> int:
       f.write(text + "\n")
   return 0
 
+
+def main(argv: list[str] | None = None) -> int:
+  return cli.run("heph_jax.data.decontaminate", define_flags, _decontaminate, argv)

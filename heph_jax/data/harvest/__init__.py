@@ -21,18 +21,19 @@ a type; a negative count keeps everything found (sizes then grow to many MB).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import sys
 from typing import Iterable
 
+from absl import flags
+
 from heph_jax.data import decontaminate
 from heph_jax.data.harvest import sim as harvest_sim, sources as harvest_sources, tooldocs as harvest_tooldocs
 from heph_jax.data.forge.render import render_text
 from heph_jax.data.forge.schema import ForgeDataError, validate
-from heph_jax.errors import HephError
+from heph_jax import cli
 from heph_jax.data.forge.io import write_records
 
 OUTPUT_FILES = ("tool_doc", "trajectory", "code", "text", "ift")
@@ -138,31 +139,32 @@ def _reexec_with_fixed_hash_seed():
     os.execve(sys.executable, [sys.executable, "-m", "heph_jax.data.harvest", *sys.argv[1:]], env)
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--output", required=True, help="output directory")
-  parser.add_argument("--seed", type=int, default=0)
+def define_flags(values, argv):
+  del argv
+  flags.DEFINE_string("output", None, "output directory", flag_values=values)
+  flags.DEFINE_integer("seed", 0, "random seed", flag_values=values)
   for name, default in (("tool_docs", 300), ("trajectories", 300), ("code", 250), ("text", 250),
                         ("ift", 300)):
-    parser.add_argument(f"--{name}", type=int, default=default,
-                        help=f"records to keep (default {default}; 0 = none, -1 = all)")
-  parser.add_argument("--max_chars", type=int, default=3000,
-                      help="longest rendered tool doc / code or text chunk, in characters")
-  parser.add_argument("--decontaminate_against", action="append", default=[], metavar="NAME=PATH",
-                      help="drop records sharing 13-grams with this eval set (repeatable)")
-  args = parser.parse_args(argv)
-  if args.max_chars < 200:
-    print("heph_jax.data.harvest: --max_chars must be at least 200", file=sys.stderr)
-    return 2
-  try:
-    against = [decontaminate._parse_eval(s) for s in args.decontaminate_against]
-    manifest = harvest(args.output, args.seed,
-                       {"tool_doc": args.tool_docs, "trajectory": args.trajectories,
-                        "code": args.code, "text": args.text, "ift": args.ift},
-                       args.max_chars, against)
-  except HephError as e:
-    print(f"heph_jax.data.harvest: {e}", file=sys.stderr)
-    return 2
+    flags.DEFINE_integer(name, default, f"records to keep (default {default}; 0 = none, -1 = all)",
+                         flag_values=values)
+  flags.DEFINE_integer("max_chars", 3000, "longest rendered tool doc / code or text chunk, in characters",
+                       lower_bound=200, flag_values=values)
+  flags.DEFINE_multi_string("decontaminate_against", [],
+                            "NAME=PATH: drop records sharing 13-grams with this eval set (repeatable)",
+                            flag_values=values)
+  flags.mark_flag_as_required("output", flag_values=values)
+
+
+def _harvest(args, positional) -> int:
+  del positional
+  against = [decontaminate._parse_eval(s) for s in args.decontaminate_against]
+  manifest = harvest(args.output, args.seed,
+                     {"tool_doc": args.tool_docs, "trajectory": args.trajectories,
+                      "code": args.code, "text": args.text, "ift": args.ift},
+                     args.max_chars, against)
   print(json.dumps(manifest, indent=2, sort_keys=True))
   return 0
 
+
+def main(argv: list[str] | None = None) -> int:
+  return cli.run("heph_jax.data.harvest", define_flags, _harvest, argv)

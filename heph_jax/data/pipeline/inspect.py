@@ -141,11 +141,9 @@ def format_text(summary: dict) -> str:
   return "\n".join(lines)
 
 
-def _flags(argv):
-  """Own FlagValues, so this CLI can run in the same process as heph_jax.train (tests)."""
+def define_flags(values, argv):
   from absl import flags
   from ml_collections import config_flags
-  values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
                                   flag_values=values, lock_config=False, sys_argv=argv)
   flags.DEFINE_integer("num_batches", 20, "Packed training batches to draw.", flag_values=values)
@@ -154,32 +152,20 @@ def _flags(argv):
   flags.DEFINE_string("workdir", None, "Prepare into WORKDIR/data_cache, as the trainer does.",
                       flag_values=values)
   flags.DEFINE_bool("json", False, "Print one JSON object instead of text.", flag_values=values)
-  return values
+  flags.mark_flag_as_required("config", flag_values=values)
 
 
 def main(argv=None, out=None) -> int:
   import os
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from absl import flags
-  from heph_jax.errors import HephError
+  from heph_jax import cli
   out = out or sys.stdout
-  argv = list(argv if argv is not None else sys.argv)
-  values = _flags(argv)
-  try:
-    values(argv)
-  except flags.Error as e:
-    print(f"heph_jax.data.inspect: {e}", file=sys.stderr)
-    return 2
-  if values.config is None:
-    print("heph_jax.data.inspect: --config is required", file=sys.stderr)
-    return 2
-  log = (lambda *_: None) if values.json else (lambda msg: print(msg, file=sys.stderr))
-  try:
-    summary = summarize(values.config, values.num_batches, values.examples, values.max_chars,
-                        values.workdir, log=log)
-  except HephError as e:
-    print(f"heph_jax.data.inspect: {e}", file=sys.stderr)
-    return 2
-  print(json.dumps(summary) if values.json else format_text(summary), file=out)
-  return 0
 
+  def body(args, positional):
+    del positional
+    log = (lambda *_: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
+    summary = summarize(args.config, args.num_batches, args.examples, args.max_chars, args.workdir,
+                        log=log)
+    print(json.dumps(summary) if args.json else format_text(summary), file=out)
+
+  return cli.run("heph_jax.data.inspect", define_flags, body, argv)

@@ -10,6 +10,7 @@ has room, the fullest row is emitted and a fresh one opened. Deterministic, and 
 from __future__ import annotations
 
 import numpy as np
+from heph_jax.errors import ConfigError
 
 FIELDS = ("tokens", "segment_ids", "positions", "loss_weights", "task_ids")
 
@@ -69,7 +70,7 @@ class Packer:
     for f in FIELDS:
       arr = np.asarray(state[f"row_{f}"])
       if arr.shape != (self.num_rows, self.seq_len):
-        raise ValueError(f"data checkpoint was packed with rows {arr.shape}, this run uses "
+        raise ConfigError(f"data checkpoint was packed with rows {arr.shape}, this run uses "
                          f"({self.num_rows}, {self.seq_len}): config.data.pack_rows / config.seq_len changed")
       self._rows[f][...] = arr
     self._fill[...] = state["fill"]

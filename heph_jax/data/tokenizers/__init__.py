@@ -41,6 +41,7 @@ from heph_jax.data.tokenizers.base import (ENCODER_VERSION, HF_TOKENIZER_FILES, 
                                           TokenizerError, weights_from_offsets)
 from heph_jax.data.tokenizers.hf import HFJsonTokenizer, _load_hf_dir  # noqa: F401
 from heph_jax.data.tokenizers.sp import SentencePieceTokenizer, write_sp_hf_config  # noqa: F401
+from heph_jax.errors import ConfigError
 
 
 def load_tokenizer(spec: str) -> Tokenizer:
@@ -83,7 +84,7 @@ def check_vocab(tokenizer: Tokenizer, model_vocab_size: int, key: str = "model.v
   A larger table is allowed (padded vocabularies, or a small demo tokenizer in a bigger model).
   """
   if tokenizer.vocab_size > model_vocab_size:
-    raise ValueError(
+    raise ConfigError(
         f"{key}={model_vocab_size} is smaller than the vocabulary of {tokenizer_key}="
         f"{tokenizer.name!r} ({tokenizer.vocab_size} ids): set {key} >= {tokenizer.vocab_size}, "
         f"or {tokenizer_key} to the base model's own tokenizer")

@@ -16,16 +16,16 @@ split runs of spaces differently.
 """
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
-import sys
 from typing import Iterable, Iterator, Sequence
+
+from absl import flags
 
 from heph_jax.data import forge
 from heph_jax.data.forge.schema import ForgeDataError
-from heph_jax.errors import HephError
+from heph_jax import cli
 
 # Sentences longer than this many bytes are cut at line ends (sentencepiece skips longer ones).
 MAX_SENTENCE_BYTES = 8192
@@ -133,25 +133,27 @@ def train(paths: Sequence[str], output_dir: str, vocab_size: int, model_type: st
           "fingerprint": tok.fingerprint()}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--input", nargs="+", required=True,
-                      help="files or globs: Forge JSONL, JSONL with 'text', or plain text")
-  parser.add_argument("--output", required=True, help="directory to write the tokenizer into")
-  parser.add_argument("--vocab_size", type=int, default=4000)
-  parser.add_argument("--model_type", choices=("bpe", "unigram"), default="bpe",
-                      help="bpe (default) exports to HF as a LlamaTokenizer; unigram is sp: only")
-  parser.add_argument("--max_chars", type=int, default=50_000_000,
-                      help="stop reading input after this many characters")
-  args = parser.parse_args(argv)
-  if args.vocab_size < 300:
-    parser.error("--vocab_size must be at least 300 (259 ids go to <unk>, <s>, </s> and bytes)")
-  try:
-    paths = expand_inputs(args.input)
-    summary = train(paths, args.output, args.vocab_size, args.model_type, args.max_chars)
-  except HephError as e:
-    print(f"heph_jax.data.train_tokenizer: {e}", file=sys.stderr)
-    return 2
-  print(json.dumps(summary))
+def define_flags(values, argv):
+  del argv
+  flags.DEFINE_multi_string("input", None, "files or globs: Forge JSONL, JSONL with 'text', or plain "
+                            "text (repeatable)", flag_values=values)
+  flags.DEFINE_string("output", None, "directory to write the tokenizer into", flag_values=values)
+  flags.DEFINE_integer("vocab_size", 4000, "vocabulary size; at least 300 (259 ids go to <unk>, <s>, "
+                       "</s> and bytes)", lower_bound=300, flag_values=values)
+  flags.DEFINE_enum("model_type", "bpe", ["bpe", "unigram"],
+                    "bpe (default) exports to HF as a LlamaTokenizer; unigram is sp: only",
+                    flag_values=values)
+  flags.DEFINE_integer("max_chars", 50_000_000, "stop reading input after this many characters",
+                       flag_values=values)
+  for name in ("input", "output"):
+    flags.mark_flag_as_required(name, flag_values=values)
+
+
+def _train(args, positional) -> int:
+  paths = expand_inputs(args.input + positional)  # positional: a shell-expanded glob's other files
+  print(json.dumps(train(paths, args.output, args.vocab_size, args.model_type, args.max_chars)))
   return 0
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+  return cli.run("heph_jax.data.train_tokenizer", define_flags, _train, argv)
