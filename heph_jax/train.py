@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow serves only the input pipeline here
+import dataclasses
 import signal
 import sys
 import time
+from typing import Any, Callable
 
 from absl import flags, logging
 from ml_collections import config_flags
@@ -67,108 +69,149 @@ def _init_params(config, model_cfg, param_shardings):
   return params
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains (or resumes) to config.num_train_steps; returns the final step and eval losses."""
-  from heph_jax.parallel import distributed
-  distributed.initialize(config.distributed)
+@dataclasses.dataclass
+class _Run:
+  """What the loop needs, built once by `_setup`."""
+  config: Any
+  workdir: str
+  model_cfg: Any
+  tokenizer: Any
+  mesh: Any
+  program: Any
+  train_iter: Any
+  eval_sets: dict
+  writer: Any
+  say: Callable[[str], None]  # a line on the console, process 0 only
 
+  def to_global(self, local: dict) -> dict:
+    """Rows [B/P] of this process, or (data.process_sharding="rows") the whole global batch [B],
+    of which each process's devices take their rows."""
+    import jax
+    batch_size = self.program.batch_size
+    return {k: jax.make_array_from_process_local_data(self.program.batch_sharding, v,
+                                                      (batch_size,) + v.shape[1:])
+            for k, v in local.items()}
+
+
+def _setup(config, workdir: str) -> _Run:
   import jax
-  import numpy as np
   from heph_jax import config as config_lib
   from heph_jax.data.pipeline import DataPipeline
   from heph_jax.data.tokenizers import load_tokenizer
-  from heph_jax.parallel.mesh import make_mesh, rules_tuple
-  from heph_jax.training import build, checkpoint, metrics as metrics_lib, state as state_lib
+  from heph_jax.parallel.mesh import make_mesh
+  from heph_jax.training import build, metrics as metrics_lib
 
   _resolve_tokenizer(config)
   config_lib.validate(config, jax.device_count(), jax.process_count(), platform=jax.default_backend())
   model_cfg = config_lib.model_config(config)
   primary = jax.process_index() == 0
-  log = metrics_lib.MetricsLogger(workdir, config.num_train_steps, enabled=primary)
+  say = (lambda message: print(message, flush=True)) if primary else (lambda message: None)
   tokenizer = load_tokenizer(config.data.tokenizer)
   if tokenizer.vocab_size > model_cfg.vocab_size:
     raise ConfigError(f"config.model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's "
                       f"{tokenizer.vocab_size} ids (config.data.tokenizer={config.data.tokenizer!r})")
-
   mesh = make_mesh(config.mesh)
-  rules = config.logical_axis_rules
   program = build.build_train_step(config, mesh)
-  batch_size, tx, schedule = program.batch_size, program.tx, program.schedule
-  shardings, in_batch = program.shardings, program.batch_sharding
-  log.info(f"heph_jax: {model_cfg.num_params() / 1e6:.2f}M params, mesh {dict(mesh.shape)}, "
-           f"{jax.process_count()} process(es), batch {batch_size} x {config.seq_len} tokens")
-
-  pipeline = DataPipeline(config, tokenizer, workdir, jax.process_index(), jax.process_count(),
-                          log=log.info)
-  train_iter = pipeline.train_iterator(batch_size)
+  batch_size = program.batch_size
+  say(f"heph_jax: {model_cfg.num_params() / 1e6:.2f}M params, mesh {dict(mesh.shape)}, "
+      f"{jax.process_count()} process(es), batch {batch_size} x {config.seq_len} tokens")
+  pipeline = DataPipeline(config, tokenizer, workdir, jax.process_index(), jax.process_count(), log=say)
   eval_sets = pipeline.eval_batches(batch_size, config.eval_batches) if config.eval_batches else {}
+  writer = metrics_lib.create_writer(workdir, config.num_train_steps, batch_size * config.seq_len,
+                                     enabled=primary)
+  return _Run(config, workdir, model_cfg, tokenizer, mesh, program,
+              pipeline.train_iterator(batch_size), eval_sets, writer, say)
 
-  def to_global(local):
-    # Rows [B/P] of this process, or (data.process_sharding="rows") the whole global batch [B], of
-    # which each process's devices take their rows.
-    return {k: jax.make_array_from_process_local_data(in_batch, v, (batch_size,) + v.shape[1:])
-            for k, v in local.items()}
 
-  with jax.set_mesh(mesh):
-    import flax.linen as nn
-    with nn.logical_axis_rules(rules_tuple(rules)):
-      train_step, eval_step = program.train_step, program.eval_step
+def _restore_or_init(run: _Run, manager) -> tuple[dict, int]:
+  """The newest checkpoint's state and step (data iterator restored in place), else a fresh one."""
+  import jax
+  from heph_jax.training import checkpoint, state as state_lib
+  config, shardings = run.config, run.program.shardings
+  start = manager.latest_step()
+  if start is not None:
+    abstract = state_lib.abstract_state(run.model_cfg, run.program.tx, shardings)
+    state = checkpoint.restore(manager, start, abstract, run.train_iter)
+    run.say(f"resumed from {checkpoint.checkpoint_dir(run.workdir)}/{start}")
+    return state, start
+  params = _init_params(config, run.model_cfg, shardings["params"]) if config.init_from else None
+  state = state_lib.create_state(run.model_cfg, run.program.tx, jax.random.PRNGKey(config.seed),
+                                 shardings, params)
+  return state, 0
 
-      manager = checkpoint.make_manager(workdir, config.keep_checkpoints, config.async_checkpointing)
-      start = manager.latest_step()
-      if start is not None:
-        abstract = state_lib.abstract_state(model_cfg, tx, shardings)
-        state = checkpoint.restore(manager, start, abstract, train_iter)
-        log.info(f"resumed from {checkpoint.checkpoint_dir(workdir)}/{start}")
-      else:
-        start = 0
-        params = _init_params(config, model_cfg, shardings["params"]) if config.init_from else None
-        state = state_lib.create_state(model_cfg, tx, jax.random.PRNGKey(config.seed), shardings, params)
 
-      def run_eval():
-        out = {}
-        for task, batches in eval_sets.items():
-          sums = [eval_step(state["params"], to_global(b)) for b in batches]
-          total, count = (float(sum(np.asarray(s[i]) for s in sums)) for i in (0, 1))
-          out[f"eval_loss/{task}"] = total / max(count, 1.0)
-        return out
+def _evaluate(run: _Run, params) -> dict:
+  """Mean eval loss per task over the fixed eval batches: {"eval_loss/<task>": loss}."""
+  import numpy as np
+  out = {}
+  for task, batches in run.eval_sets.items():
+    sums = [run.program.eval_step(params, run.to_global(b)) for b in batches]
+    total, count = (float(sum(np.asarray(s[i]) for s in sums)) for i in (0, 1))
+    out[f"eval_loss/{task}"] = total / max(count, 1.0)
+  return out
 
-      preemption = _Preemption()
-      flops = model_cfg.flops_per_token(config.seq_len)
-      tokens_per_step = batch_size * config.seq_len
-      throughput = metrics_lib.Throughput()
-      step, eval_losses, t_start = start, {}, time.perf_counter()
-      while step < config.num_train_steps:
-        state, step_metrics = train_step(state, to_global(next(train_iter)))
-        step += 1
-        throughput.add(tokens_per_step)
-        last = step == config.num_train_steps
-        if step % config.log_every_steps == 0 or last:
-          values = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-          rate, step_time = throughput.report()
-          values.update(learning_rate=float(schedule(step - 1)), tokens_per_second=rate,
-                        tflops_per_device=rate * flops / jax.device_count() / 1e12)
-          values.pop("tokens", None)
-          log.write(step, values, eta_seconds=step_time * (config.num_train_steps - step))
-        if (config.eval_every_steps and step % config.eval_every_steps == 0) or last:
-          if eval_sets:
-            eval_losses = run_eval()
-            log.write(step, eval_losses)
-        if config.hf_export_every_steps and (step % config.hf_export_every_steps == 0 or last):
-          from heph_jax.export import hf
-          hf.save(model_cfg, state["params"], os.path.join(workdir, "hf", f"step_{step}"), tokenizer=tokenizer)
-        stop = _any_process(preemption.requested)
-        if (config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0) or last or stop:
-          checkpoint.save(manager, step, state, train_iter, config, force=True)
-        if stop:
-          log.info(f"SIGTERM: checkpoint for step {step} written; exiting cleanly")
-          break
-      manager.wait_until_finished()
-      manager.close()
-  log.info(f"done: step {step} in {time.perf_counter() - t_start:.1f}s")
-  log.close()
+
+def _every(step: int, every: int, last: bool) -> bool:
+  return bool(every) and step % every == 0 or last
+
+
+def _loop(run: _Run, manager, state: dict, start: int) -> tuple[int, dict]:
+  """Steps from `start` to config.num_train_steps (or a SIGTERM); returns (step, eval losses)."""
+  import jax
+  from heph_jax.training import checkpoint, metrics as metrics_lib
+  config, schedule = run.config, run.program.schedule
+  preemption = _Preemption()
+  progress = metrics_lib.report_progress(run.writer, config.num_train_steps, config.log_every_steps)
+  step, eval_losses = start, {}
+  while step < config.num_train_steps:
+    state, step_metrics = run.program.train_step(state, run.to_global(next(run.train_iter)))
+    step += 1
+    last = step == config.num_train_steps
+    if step == start + 1:
+      jax.block_until_ready(state)  # the clock starts after the first step's compile and run
+    if _every(step, config.log_every_steps, last):
+      values = {k: float(v) for k, v in jax.device_get(step_metrics).items() if k != "tokens"}
+      progress(step)  # after the device_get: steps/s counts finished steps, not dispatched ones
+      run.writer.write_scalars(step, {**values, "learning_rate": float(schedule(step - 1))})
+    else:
+      progress(step)  # clu checks it sees every step; it reports only at log steps
+    if _every(step, config.eval_every_steps, last) and run.eval_sets:
+      eval_losses = _evaluate(run, state["params"])
+      run.writer.write_scalars(step, eval_losses)
+    if config.hf_export_every_steps and _every(step, config.hf_export_every_steps, last):
+      from heph_jax.export import hf
+      hf.save(run.model_cfg, state["params"], os.path.join(run.workdir, "hf", f"step_{step}"),
+              tokenizer=run.tokenizer)
+    stop = _any_process(preemption.requested)
+    if _every(step, config.checkpoint_every_steps, last) or stop:
+      checkpoint.save(manager, step, state, run.train_iter, config, force=True)
+    if stop:
+      run.say(f"SIGTERM: checkpoint for step {step} written; exiting cleanly")
+      break
+  return step, eval_losses
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains (or resumes) to config.num_train_steps; returns the final step and eval losses."""
+  from heph_jax.parallel import distributed
+  distributed.initialize(config.distributed)
+  import flax.linen as nn
+  import jax
+  from heph_jax.parallel.mesh import rules_tuple
+  from heph_jax.training import checkpoint
+
+  run = _setup(config, workdir)
+  t_start = time.perf_counter()
+  with jax.set_mesh(run.mesh), nn.logical_axis_rules(rules_tuple(config.logical_axis_rules)):
+    manager = checkpoint.make_manager(workdir, config.keep_checkpoints, config.async_checkpointing)
+    state, start = _restore_or_init(run, manager)
+    step, eval_losses = _loop(run, manager, state, start)
+    manager.wait_until_finished()
+    manager.close()
+  run.say(f"done: step {step} in {time.perf_counter() - t_start:.1f}s")
+  run.writer.close()
   return {"step": step, "eval_loss": {k.split("/", 1)[1]: v for k, v in eval_losses.items()},
-          "params": model_cfg.num_params(), "preempted": step < config.num_train_steps}
+          "params": run.model_cfg.num_params(), "preempted": step < config.num_train_steps}
 
 
 def _any_process(flag: bool) -> bool:

@@ -1,11 +1,17 @@
-"""Metrics sinks: console progress line, WORKDIR/metrics.jsonl, TensorBoard (process 0 only)."""
+"""Metrics sinks on clu: WORKDIR/metrics.jsonl, TensorBoard and the console line (process 0 only).
+
+`create_writer` fans one `write_scalars` out to all three (clu's MultiWriter); clu's ReportProgress
+measures steps/s (compile time excluded: it starts at the first report) and writes it to the same
+writer, from which the console line derives tokens/s and the ETA. metrics.jsonl stays a plain JSON
+Lines log because the mixing sweep and the tests read it back (`read_metrics`).
+"""
 from __future__ import annotations
 
 import json
 import os
-import sys
-import time
+from typing import Any, Mapping
 
+from clu import metric_writers, periodic_actions
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -20,6 +26,52 @@ def read_metrics(workdir: str) -> list[dict]:
   return [record for _, record in forge_io.iter_json_objects(path, on_error="skip")]
 
 
+class _ScalarsOnly(metric_writers.MetricWriter):
+  """A MetricWriter that only handles scalars (the rest of clu's interface is ignored)."""
+
+  def write_summaries(self, step, values, metadata=None):
+    pass
+
+  def write_images(self, step, images):
+    pass
+
+  def write_videos(self, step, videos):
+    pass
+
+  def write_audios(self, step, audios, *, sample_rate):
+    pass
+
+  def write_texts(self, step, texts):
+    pass
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    pass
+
+  def write_hparams(self, hparams):
+    pass
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+class JsonlWriter(_ScalarsOnly):
+  """One JSON object per write: {"step": N, name: value, ...}, flushed at once."""
+
+  def __init__(self, path: str):
+    self._file = open(path, "a")
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+    self._file.write(json.dumps(record) + "\n")
+    self._file.flush()
+
+  def close(self):
+    self._file.close()
+
+
 def _format_duration(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   hours, rest = divmod(seconds, 3600)
@@ -27,73 +79,47 @@ def _format_duration(seconds: float) -> str:
   return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-class MetricsLogger:
+class ConsoleWriter(_ScalarsOnly):
+  """The progress line: step, loss, tokens/s, lr, eval losses, ETA (from clu's steps_per_sec)."""
 
-  def __init__(self, workdir: str, num_train_steps: int, enabled: bool = True, tensorboard: bool = True):
-    self.enabled, self.num_train_steps = enabled, num_train_steps
-    self._jsonl = None
-    self._writer = None
-    if not enabled:
+  def __init__(self, num_train_steps: int, tokens_per_step: int):
+    self.num_train_steps, self.tokens_per_step = num_train_steps, tokens_per_step
+    self._steps_per_sec = None
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    if "steps_per_sec" in scalars:
+      self._steps_per_sec = float(scalars["steps_per_sec"])
+    evals = {k.split("/", 1)[1]: v for k, v in scalars.items() if k.startswith("eval_loss/")}
+    if "loss" not in scalars and not evals:
       return
-    os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a")
-    if tensorboard:
-      from clu import metric_writers
-      self._writer = metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard"))
-
-  def write(self, step: int, metrics: dict, eta_seconds: float | None = None) -> None:
-    if not self.enabled:
-      return
-    record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
-    self._jsonl.write(json.dumps(record) + "\n")
-    self._jsonl.flush()
-    if self._writer is not None:
-      self._writer.write_scalars(int(step), {k: float(v) for k, v in metrics.items()})
-      self._writer.flush()
-    self.console(step, metrics, eta_seconds)
-
-  def console(self, step: int, metrics: dict, eta_seconds: float | None = None) -> None:
     parts = [f"step {step}/{self.num_train_steps}"]
-    if "loss" in metrics:
-      parts.append(f"loss {metrics['loss']:.4f}")
-    if "tokens_per_second" in metrics:
-      parts.append(f"{metrics['tokens_per_second']:,.0f} tok/s")
-    if "mfu" in metrics and metrics["mfu"] > 0:
-      parts.append(f"MFU {100 * metrics['mfu']:.1f}%")
-    if "learning_rate" in metrics:
-      parts.append(f"lr {metrics['learning_rate']:.2e}")
-    evals = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("eval_loss/")}
+    if "loss" in scalars:
+      parts.append(f"loss {scalars['loss']:.4f}")
+      if self._steps_per_sec:
+        parts.append(f"{self._steps_per_sec * self.tokens_per_step:,.0f} tok/s")
+    if "learning_rate" in scalars:
+      parts.append(f"lr {scalars['learning_rate']:.2e}")
     if evals:
       parts.append("eval " + " ".join(f"{k} {v:.4f}" for k, v in evals.items()))
-    if eta_seconds is not None:
-      parts.append(f"ETA {_format_duration(eta_seconds)}")
+    if self._steps_per_sec and "loss" in scalars:
+      parts.append(f"ETA {_format_duration((self.num_train_steps - step) / self._steps_per_sec)}")
     print(" | ".join(parts), flush=True)
 
-  def info(self, message: str) -> None:
-    if self.enabled:
-      print(message, file=sys.stdout, flush=True)
 
-  def close(self) -> None:
-    if self._jsonl:
-      self._jsonl.close()
-    if self._writer is not None:
-      self._writer.close()
+def create_writer(workdir: str, num_train_steps: int, tokens_per_step: int, enabled: bool = True,
+                  tensorboard: bool = True) -> metric_writers.MetricWriter:
+  """metrics.jsonl + TensorBoard + console on process 0; writes nothing elsewhere."""
+  if not enabled:
+    return metric_writers.MultiWriter([])
+  os.makedirs(workdir, exist_ok=True)
+  writers = [JsonlWriter(os.path.join(workdir, METRICS_FILE))]
+  if tensorboard:
+    writers.append(metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard")))
+  writers.append(ConsoleWriter(num_train_steps, tokens_per_step))
+  return metric_writers.MultiWriter(writers)
 
 
-class Throughput:
-  """Tokens/s and ETA over the steps since the last report (compile time excluded)."""
-
-  def __init__(self):
-    self._t, self._tokens = time.perf_counter(), 0.0
-    self._steps = 0
-
-  def add(self, tokens: float) -> None:
-    self._tokens += tokens
-    self._steps += 1
-
-  def report(self) -> tuple[float, float]:
-    now = time.perf_counter()
-    elapsed = max(now - self._t, 1e-9)
-    rate, step_time = self._tokens / elapsed, elapsed / max(self._steps, 1)
-    self._t, self._tokens, self._steps = now, 0.0, 0
-    return rate, step_time
+def report_progress(writer, num_train_steps: int, every_steps: int) -> periodic_actions.ReportProgress:
+  """clu's steps/s measurement, written to `writer` every `every_steps` steps."""
+  return periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=writer,
+                                         every_steps=every_steps, every_secs=None)
