@@ -127,7 +127,3 @@ def _check_attention_impl(impl: str, platform: str) -> None:
     cpu_attention.build()  # compiled once per machine and cached: fails here, not mid-compile
   except cpu_attention.KernelBuildError as e:
     _fail("model.attention_impl", str(e))
-
-
-def to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  return config.to_dict()

@@ -97,7 +97,7 @@ def _setup(config, workdir: str) -> _Run:
   import jax
   from heph_jax import config as config_lib
   from heph_jax.data.pipeline import DataPipeline
-  from heph_jax.data.tokenizers import load_tokenizer
+  from heph_jax.data.tokenizers import check_vocab, load_tokenizer
   from heph_jax.parallel.mesh import make_mesh
   from heph_jax.training import build, metrics as metrics_lib
 
@@ -107,9 +107,7 @@ def _setup(config, workdir: str) -> _Run:
   primary = jax.process_index() == 0
   say = (lambda message: print(message, flush=True)) if primary else (lambda message: None)
   tokenizer = load_tokenizer(config.data.tokenizer)
-  if tokenizer.vocab_size > model_cfg.vocab_size:
-    raise ConfigError(f"config.model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's "
-                      f"{tokenizer.vocab_size} ids (config.data.tokenizer={config.data.tokenizer!r})")
+  check_vocab(tokenizer, model_cfg.vocab_size, "config.model.vocab_size", "config.data.tokenizer")
   mesh = make_mesh(config.mesh)
   program = build.build_train_step(config, mesh)
   batch_size = program.batch_size

@@ -275,3 +275,22 @@ def test_dry_run_after_double_dash_is_refused():
   result = run_script("launch.sh", *SCOPE, *LAUNCH, "--", "--dry-run",
                       check=False)
   assert result.returncode == 2 and "put it before --" in result.stderr
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in TPU_DIR.glob("*.sh") if p.name != "common.sh"))
+def test_help_examples_name_real_config_keys(script):
+  """Every `--config.key=value` a script's --help shows parses as a heph_jax.train override: the
+  trainer's own flag parser (with the config the launch example names) accepts the command."""
+  from heph_jax import cli, train
+  import re
+  help_text = run_script(script, "--help").stdout
+  overrides = re.findall(r"--config\.[\w.]+=\S+", help_text)
+  argv = ["--config", str(TPU_DIR.parent / "configs" / "llama3_8b_stage1.py"),
+          "--workdir", "gs://b/run", *overrides]
+  values, _ = cli.parse("heph_jax.train", train.define_flags, argv)
+  for override in overrides:  # the value reached the config, so the key exists
+    key, value = override[len("--config."):].split("=", 1)
+    node = values.config
+    for part in key.split("."):
+      node = node[part]
+    assert str(node) == value, (script, override)

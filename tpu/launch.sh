@@ -30,7 +30,7 @@ checkpoint in the workdir.
   --venv DIR               virtual environment on the workers ($HOME/heph_venv)
   --dry-run                Print the commands, run nothing
   -- FLAGS...              passed on to heph_jax.train, e.g.
-                           -- --config.train.steps=2000
+                           -- --config.num_train_steps=2000
 USAGE
 }
 

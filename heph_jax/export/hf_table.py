@@ -66,9 +66,6 @@ class TensorMapping:
   def name(self, layer: Optional[int] = None) -> str:
     return self.hf_name.format(layer=layer) if self.stacked else self.hf_name
 
-  def to_ours_array(self, hf_array: np.ndarray) -> np.ndarray:
-    return np.asarray(hf_array).reshape(self.split_shape).transpose(self.to_ours)
-
   def to_hf_array(self, our_array: np.ndarray) -> np.ndarray:
     back = np.argsort(self.to_ours)
     return np.ascontiguousarray(np.asarray(our_array).transpose(back).reshape(self.hf_shape))

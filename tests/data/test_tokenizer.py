@@ -315,23 +315,6 @@ def test_tokenizer_spec_prefers_config_then_init_from():
   assert tokenizer_lib.tokenizer_spec(None, "/ckpt/step_100", default) == default
 
 
-def test_seqio_vocabulary(repo_root):
-  import tensorflow as tf
-  tok = tokenizer_lib.load_tokenizer(
-      "sp:" + os.path.join(repo_root, "data", "tokenizer", "tokenizer.model"))
-  vocab = tok.seqio_vocabulary()
-  text = "def add(a, b):\n    return a + b  # Größe"
-  assert vocab.vocab_size == tok.vocab_size and vocab.eos_id == tok.eos_id
-  assert list(vocab.encode(text)) == tok.encode(text)
-  assert vocab.decode(tok.encode(text) + [tok.eos_id, 7, 8]) == text + "</s>"
-  ds = tf.data.Dataset.from_tensor_slices([text, "zweite Zeile"]).map(vocab.encode_tf)
-  assert [list(x) for x in ds.as_numpy_iterator()] == [tok.encode(text), tok.encode("zweite Zeile")]
-  batch = tf.constant([[300, 301, tok.eos_id, 5], [302, 303, 304, 305]])
-  assert [t.decode() for t in vocab.decode_tf(batch).numpy()] == [
-      tok.decode([300, 301]) + "</s>", tok.decode([302, 303, 304, 305])]
-  assert vocab == tok.seqio_vocabulary()
-
-
 def test_train_tokenizer_cli(tmp_path):
   corpus = tmp_path / "corpus.txt"
   corpus.write_text("\n".join(tokenizer_builders.corpus(300_000)), encoding="utf-8")

@@ -23,7 +23,6 @@ special token. Other tokenizer classes that transformers 5 re-builds from tokeni
 
 Tokenization happens once, when Forge JSONL is prepared into shards of token ids; the tf.data
 pipeline reads only ints, so its iterator stays checkpointable and tokenizer-agnostic.
-`seqio_vocabulary()` exists for SeqIO output features and for decoding (display only).
 
 BOS/EOS (`encode_pieces(add_bos=True, add_eos=True)`): a document becomes BOS + text + EOS:
 Llama-3 `<|begin_of_text|> ... <|end_of_text|>`, Mistral / ours `<s> ... </s>`. BOS is not added

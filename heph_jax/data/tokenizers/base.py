@@ -196,10 +196,6 @@ class Tokenizer(abc.ABC):
         digest.update(hashlib.sha256(f.read()).digest())
     return digest.hexdigest()[:16]
 
-  def seqio_vocabulary(self):
-    """A `seqio.Vocabulary` over this tokenizer (imports TensorFlow; display and features)."""
-    return _seqio_vocabulary_class()(self)
-
   def __repr__(self):
     return f"{type(self).__name__}({self.name!r}, vocab_size={self.vocab_size})"
 
@@ -225,87 +221,3 @@ class _SpecialSplitter:
     if pos < len(text):
       out.append((pos, len(text), None))
     return out
-
-
-
-_SEQIO_CLASS = None
-
-
-def _seqio_vocabulary_class():
-  """Defined on first use so that importing this module never imports TensorFlow."""
-  global _SEQIO_CLASS
-  if _SEQIO_CLASS is not None:
-    return _SEQIO_CLASS
-  import seqio  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-  class TokenizerVocabulary(seqio.Vocabulary):
-    """seqio view of a heph_jax Tokenizer. The TF ops run Python (tf.py_function): they are for
-    inspection and output features, never for the training input pipeline (not checkpointable).
-    """
-
-    def __init__(self, tokenizer: Tokenizer):
-      super().__init__(extra_ids=0)
-      self.tokenizer = tokenizer
-
-    @property
-    def _base_vocab_size(self):
-      return self.tokenizer.vocab_size
-
-    @property
-    def bos_id(self):
-      return self.tokenizer.bos_id
-
-    @property
-    def eos_id(self):
-      return self.tokenizer.eos_id
-
-    @property
-    def unk_id(self):
-      return self.tokenizer.unk_id
-
-    @property
-    def pad_id(self):
-      return self.tokenizer.pad_id
-
-    def _encode(self, s):
-      return self.tokenizer.encode(s)
-
-    def _decode(self, ids):
-      ids = [int(i) for i in ids]
-      if self.eos_id is not None and self.eos_id in ids:  # seqio decodes through the first EOS
-        ids = ids[:ids.index(self.eos_id) + 1]
-      return self.tokenizer.decode(ids)
-
-    def _encode_tf(self, s):
-      def encode_one(text):
-        return np.asarray(self.tokenizer.encode(text.numpy().decode("utf-8")), np.int32)
-      ids = tf.py_function(encode_one, [s], tf.int32)
-      ids.set_shape([None])
-      return ids
-
-    def _decode_tf(self, ids):
-      def decode_one(row):
-        return self._decode(row.numpy().tolist()).encode("utf-8")
-      def decode_row(row):
-        text = tf.py_function(decode_one, [row], tf.string)
-        text.set_shape([])
-        return text
-      if ids.shape.rank == 1:
-        return decode_row(ids)
-      flat = tf.reshape(ids, [-1, tf.shape(ids)[-1]])
-      texts = tf.map_fn(decode_row, flat, fn_output_signature=tf.string)
-      return tf.reshape(texts, tf.shape(ids)[:-1])
-
-    def __eq__(self, other):
-      return (isinstance(other, TokenizerVocabulary)
-              and self.tokenizer.fingerprint() == other.tokenizer.fingerprint())
-
-    def __hash__(self):
-      return hash(self.tokenizer.fingerprint())
-
-    def __str__(self):
-      return f"TokenizerVocabulary({self.tokenizer.name!r})"
-
-  _SEQIO_CLASS = TokenizerVocabulary
-  return _SEQIO_CLASS
