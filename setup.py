@@ -38,9 +38,10 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        # torch/transformers are references in tests only; libtpu lets CI compile for TPU (AOT).
+        # torch/transformers are references in tests only; libtpu lets CI compile for TPU (AOT);
+        # ruff is the linter .ci/run runs (pyproject.toml).
         "test": ["pytest>=8", "torch==2.13.0", "transformers>=5.24,<6", "huggingface-hub>=2.4",
-                 "libtpu==0.0.42.1"],
+                 "libtpu==0.0.42.1", "ruff==0.17.6"],
         "tpu": ["jax[tpu]>=0.10.2"],
     },
     entry_points={"console_scripts": ["heph-train=heph_jax.train:cli"]},

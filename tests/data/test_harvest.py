@@ -130,8 +130,9 @@ def test_stdlib_tool_docs_match_inspect_and_real_results():
     fn = getattr(statistics, name.split(".", 1)[1].split(".")[0])
     if callable(fn) and "." not in name.split(".", 1)[1]:
       params = [p for p in inspect.signature(fn).parameters if p not in ("self", "cls")]
-      assert list(rec["parameters"]["properties"]) == [p for p in params
-                                                      if inspect.signature(fn).parameters[p].kind != inspect.Parameter.VAR_KEYWORD]
+      kinds = inspect.signature(fn).parameters
+      assert list(rec["parameters"]["properties"]) == [
+          p for p in params if kinds[p].kind != inspect.Parameter.VAR_KEYWORD]
   # doctest examples hold the real function's results
   examples = [(n, ex) for n, r in docs.items() for ex in r["examples"]]
   assert len(examples) >= 5

@@ -25,7 +25,7 @@ from absl import flags
 
 from heph_jax.data.forge.schema import ForgeDataError
 from heph_jax import cli
-from heph_jax.data.forge.io import ReadStats, check_on_error, iter_records, write_records
+from heph_jax.data.forge.io import ReadStats, iter_records, write_records
 
 DEFAULT_NGRAM = 13
 DEFAULT_MIN_TOKENS = 8

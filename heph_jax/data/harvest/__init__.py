@@ -32,7 +32,7 @@ from absl import flags
 from heph_jax.data import decontaminate
 from heph_jax.data.harvest import sim as harvest_sim, sources as harvest_sources, tooldocs as harvest_tooldocs
 from heph_jax.data.forge.render import render_text
-from heph_jax.data.forge.schema import ForgeDataError, validate
+from heph_jax.data.forge.schema import validate
 from heph_jax import cli
 from heph_jax.data.forge.io import write_records
 
