@@ -7,6 +7,6 @@
   bootstrap.py residual-bootstrap interval of the optimum
   analyze.py   runs -> fits -> optimum -> report (rates.json content)
   steps.py     nested step scaling law L(S) = E + B/S^beta
-  runs.py      runs.jsonl I/O;  rates.py  rates files and domain -> task rates
+  runs.py      runs.jsonl I/O (rates files: heph_jax/data/pipeline/rates.py)
   sweep.py     the sweep runner;  plot.py  the figure;  __main__.py  the CLI
 """

@@ -90,7 +90,7 @@ def _sweep(args) -> int:
 
 
 def _fit(args) -> int:
-  from heph_jax.mixing import rates as rates_lib
+  from heph_jax.data.pipeline import rates as rates_lib
   from heph_jax.mixing.analyze import analyze
   from heph_jax.mixing.optimum import Constraints
   from heph_jax.mixing.runs import read_runs

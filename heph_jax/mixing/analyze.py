@@ -5,7 +5,7 @@ import dataclasses
 
 import numpy as np
 
-from heph_jax.mixing import rates as rates_lib
+from heph_jax.data.pipeline import rates as rates_lib
 from heph_jax.mixing.bootstrap import bootstrap_optimum
 from heph_jax.mixing.design import Design, detect_design
 from heph_jax.mixing.fit import FitResult, fit_law, fit_quality, leave_one_out

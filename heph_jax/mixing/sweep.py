@@ -13,7 +13,7 @@ from typing import Callable
 
 import ml_collections
 
-from heph_jax.mixing import rates as rates_lib
+from heph_jax.data.pipeline import rates as rates_lib
 from heph_jax.mixing.runs import RunsError, append_record, read_run_lines, validate_mixture
 from heph_jax.training.metrics import read_metrics
 from heph_jax.errors import HephError

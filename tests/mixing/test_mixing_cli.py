@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from heph_jax.mixing import rates as rates_lib
+from heph_jax.data.pipeline import rates as rates_lib
 from heph_jax.mixing import sweep as sweep_lib
 from heph_jax.mixing.__main__ import main
 

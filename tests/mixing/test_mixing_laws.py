@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from heph_jax.mixing import rates as rates_lib
+from heph_jax.data.pipeline import rates as rates_lib
 from heph_jax.mixing.analyze import analyze
 from heph_jax.mixing.design import DesignError
 from heph_jax.mixing.fit import FitError, fit_law, fit_quality

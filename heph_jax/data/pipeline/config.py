@@ -23,7 +23,7 @@ def task_rates(data_cfg: ml_collections.ConfigDict) -> dict[str, float]:
   """Per-task sampling rates (sum 1): from data.rates_file if set, else data.rates."""
   tasks = list(data_cfg.sources.keys())
   if data_cfg.rates_file:
-    from heph_jax.mixing.rates import domain_to_task_rates, read_rates_file
+    from heph_jax.data.pipeline.rates import domain_to_task_rates, read_rates_file
     loaded = read_rates_file(data_cfg.rates_file)
     if "task_rates" in loaded:
       rates = dict(loaded["task_rates"])
