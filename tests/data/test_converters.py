@@ -102,6 +102,32 @@ def test_bfcl_reads_the_wheel_layout_from_a_zip(tmp_path, bfcl_records):
   assert from_zip == bfcl_records
 
 
+@pytest.mark.parametrize("category", ["simple_python", "parallel", "multi_turn_base", "irrelevance"])
+def test_bfcl_single_question_file(category, bfcl_records):
+  """One BFCL_v*_<category>.json as published: the same records as that category of the whole
+  directory (answers and multi-turn function docs found beside it)."""
+  path = os.path.join(BFCL_DATA, f"BFCL_v4_{category}.json")
+  single = {r["id"]: r for r in bfcl.convert(path) if r["type"] == "trajectory"}
+  expected = {i: r for i, r in bfcl_records.items()
+              if r["type"] == "trajectory" and r["source"].endswith(f":{category}")}
+  assert single and single == expected
+
+
+def test_bfcl_single_file_errors_name_file_and_line(tmp_path, capsys):
+  bad = tmp_path / "BFCL_v3_simple.json"
+  bad.write_text('{"id": "ok", "question": [[{"role": "user", "content": "hi"}]], "function": []}\n'
+                 '{"id": "bad", "question": "not a list", "function": []}\n')
+  with pytest.raises(forge.ForgeDataError, match=r"BFCL_v3_simple.json:2: question: expected an array"):
+    list(bfcl.convert(str(bad)))
+  assert convert.main(["--format", "bfcl", "--input", str(bad), "--output", str(tmp_path / "o.jsonl"),
+                       "--on_error", "skip"]) == 0
+  assert json.loads(capsys.readouterr().out)["skipped"] == 1
+  other = tmp_path / "notes.json"
+  other.write_text("{}")
+  with pytest.raises(forge.ForgeDataError, match=r"notes.json:0: not a wheel .*BFCL_v\*_<category>.json"):
+    list(bfcl.convert(str(other)))
+
+
 def test_bfcl_bad_input(tmp_path):
   data = tmp_path / "data"
   data.mkdir()

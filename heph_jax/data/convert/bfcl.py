@@ -1,7 +1,8 @@
 """BFCL (Berkeley Function Calling Leaderboard, bfcl-eval wheel, Apache-2.0) -> Forge eval records.
 
-Input: the wheel itself (read with zipfile, never installed) or a directory in the
-wheel's layout (`bfcl_eval/data/...`, `data/...` or the data folder itself):
+Input: the wheel itself (read with zipfile, never installed), a directory in the wheel's layout
+(`bfcl_eval/data/...`, `data/...` or the data folder itself), or one question file
+`BFCL_v*_<category>.json` (its possible_answer/ and multi_turn_func_doc/ siblings used if present):
 
   BFCL_v4_<category>.json              JSON Lines questions: {"id", "question": [[turn msgs]],
                                        "function": [docs]} or, multi-turn,
@@ -50,9 +51,10 @@ class Tree:
   def __init__(self, path: str):
     self.path = path
     self.files: dict[str, str] = {}  # relative path under data/ -> location
-    if os.path.isfile(path):
-      if not zipfile.is_zipfile(path):
-        raise ForgeDataError(f"{path}:0: not a wheel (zip) file nor a directory in the BFCL layout")
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+      self._zip = None
+      self._one_question_file(path)
+    elif os.path.isfile(path):
       self._zip = zipfile.ZipFile(path)
       for member in sorted(self._zip.namelist()):
         rel = _data_relative(member)
@@ -72,6 +74,24 @@ class Tree:
     if not any(_QUESTION_FILE.match(r) for r in self.files):
       raise ForgeDataError(f"{path}:0: no BFCL_v*_<category>.json question files found "
                            "(expected the bfcl-eval wheel or a directory in its data/ layout)")
+
+  def _one_question_file(self, path: str) -> None:
+    """A single BFCL_v*_<category>.json, as BFCL publishes them; the answers and multi-turn
+    function docs beside it (possible_answer/, multi_turn_func_doc/) are used when present."""
+    base = os.path.basename(path)
+    if not _QUESTION_FILE.match(base):
+      raise ForgeDataError(f"{path}:0: not a wheel (zip) file, a BFCL_v*_<category>.json question "
+                           "file, nor a directory in the BFCL layout")
+    self.files[base] = path
+    folder = os.path.dirname(path)
+    answer = os.path.join(folder, "possible_answer", base)
+    if os.path.isfile(answer):
+      self.files[f"possible_answer/{base}"] = answer
+    docs = os.path.join(folder, "multi_turn_func_doc")
+    if os.path.isdir(docs):
+      for name in sorted(os.listdir(docs)):
+        if name.endswith(".json"):
+          self.files[f"multi_turn_func_doc/{name}"] = os.path.join(docs, name)
 
   def name(self, rel: str) -> str:
     return f"{self.path}!{self.files[rel]}" if self._zip else self.files[rel]
@@ -260,7 +280,7 @@ def _multi_turn(obj: dict, category: str, answer: Any, docs: dict[str, list[dict
 
 
 def convert(path: str, *, ctx: Context | None = None, **kwargs) -> Iterator[dict]:
-  """Forge records (split "eval") from a BFCL wheel or directory."""
+  """Forge records (split "eval") from a BFCL wheel, directory or single question file."""
   ctx = ctx or Context(**kwargs)
   tree = Tree(path)
   # Function docs first: multi-turn questions refer to them.
