@@ -16,6 +16,13 @@ Two engines, both encoding exactly as `transformers.AutoTokenizer` does for the 
   the HF Metaspace pre-tokenizer adds it ("legacy": false -> only at the start of the text, not
   after a special token; "legacy": true -> at each segment; never when it starts with a space).
   Exact for BPE models without normalization (Llama-2, Mistral, ours from train_tokenizer).
+- `sp:PATH` alone (no tokenizer_config.json) is SentencePiece's own encoding, as Mistral's
+  reference library (mistral-common) calls it: the dummy prefix "▁" is added at the start of the
+  text even when the text starts with whitespace. There transformers differs: for "    x = 1"
+  (indented code) SentencePiece gives "▁▁▁▁▁x", transformers "▁▁▁▁x" (no prefix before a space).
+  Both facts are tested (tests/data/test_tokenizer.py). An HF export of an sp: run's tokenizer
+  loads in transformers as a LlamaTokenizer, so it shares that difference: the exported model sees
+  texts that start with whitespace with one "▁" fewer than training did.
 
 Limits: as in transformers, a special-token string inside raw text ("</s>" in HTML) becomes the
 special token. Other tokenizer classes that transformers 5 re-builds from tokenizer.json

@@ -14,7 +14,7 @@ import numpy as np
 from heph_jax.errors import HephError
 
 # Part of every fingerprint: bump it when a change here changes the ids of some text.
-ENCODER_VERSION = "heph_jax.tokenizer/1"
+ENCODER_VERSION = "heph_jax.tokenizer/2"  # 2: sp:PATH keeps SentencePiece's dummy prefix before whitespace
 
 # Files of a Hugging Face tokenizer directory, in the order we look at them.
 HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json",

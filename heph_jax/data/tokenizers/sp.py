@@ -100,8 +100,13 @@ class SentencePieceTokenizer(Tokenizer):
     self.unk_id = self.token_to_id(self.unk_token) if self.unk_token else None
     self.bos_id = self.token_to_id(self.bos_token) if self.bos_token else None
     self.eos_id = self.token_to_id(self.eos_token) if self.eos_token else None
-    # transformers: add_prefix_space (default True) with legacy=False -> prefix only at the start.
-    if not config.get("add_prefix_space", True):
+    # sp:PATH (no HF config) encodes as SentencePiece itself: its dummy prefix "▁" at the start of
+    # the text even when the text starts with whitespace (indented code). An HF directory encodes
+    # as transformers: add_prefix_space (default True) with legacy=False -> prefix only at the
+    # start, and not when the text starts with a space (its Metaspace pre-tokenizer's rule).
+    if not config:
+      self.prefix_scheme = "sentencepiece"
+    elif not config.get("add_prefix_space", True):
       self.prefix_scheme = "never"
     else:
       self.prefix_scheme = "always" if config.get("legacy", False) else "first"
@@ -118,6 +123,8 @@ class SentencePieceTokenizer(Tokenizer):
 
   def _segment_text(self, text: str, start: int) -> tuple[str, int]:
     """The text SentencePiece sees for one segment, and how many prefix chars we added."""
+    if self.prefix_scheme == "sentencepiece":
+      return (" " + text, 1) if start == 0 and text else (text, 0)
     prefix = self.prefix_scheme == "always" or (self.prefix_scheme == "first" and start == 0)
     if prefix and not text.startswith((" ", "\u2581")):
       return " " + text, 1
