@@ -15,6 +15,9 @@ def get_config():
   config.eval_batches = 4             # batches per task in each eval
   config.checkpoint_every_steps = 200  # 0 = only on preemption (SIGTERM) and at the end
   config.keep_checkpoints = 3
+  # A step whose loss or grad norm is NaN/inf is never applied; up to this many are skipped
+  # (logged), the next one stops the run (exit 4) without saving. 0 = stop at the first.
+  config.skip_nonfinite_steps = 0
   config.async_checkpointing = True
   config.hf_export_every_steps = 0    # > 0: write WORKDIR/hf/step_N in Hugging Face format
   config.global_batch_size = 8        # sequences per optimizer step (assumed)

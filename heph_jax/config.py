@@ -74,7 +74,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     _positive_int(config, key)
   for key in ("checkpoint_every_steps", "eval_every_steps", "eval_batches", "keep_checkpoints",
               "hf_export_every_steps", "global_batch_size", "per_device_batch_size",
-              "loss_chunk_size"):
+              "loss_chunk_size", "skip_nonfinite_steps"):
     _positive_int(config, key, allow_zero=True)
   if config.per_device_batch_size > 0 and config.global_batch_size > 0:
     _fail("per_device_batch_size", "set either per_device_batch_size or global_batch_size, not both "

@@ -80,6 +80,7 @@ class _Run:
   program: Any
   train_iter: Any
   eval_sets: dict
+  tasks: list  # task names in task-id order
   writer: Any
   say: Callable[[str], None]  # a line on the console, process 0 only
 
@@ -118,7 +119,7 @@ def _setup(config, workdir: str) -> _Run:
   writer = metrics_lib.create_writer(workdir, config.num_train_steps, batch_size * config.seq_len,
                                      enabled=primary)
   return _Run(config, workdir, model_cfg, tokenizer, mesh, program,
-              pipeline.train_iterator(batch_size), eval_sets, writer, say)
+              pipeline.train_iterator(batch_size), eval_sets, pipeline.tasks, writer, say)
 
 
 def _restore_or_init(run: _Run, manager) -> tuple[dict, int]:
@@ -156,15 +157,21 @@ def _every(step: int, every: int, last: bool) -> bool:
 def _loop(run: _Run, manager, state: dict, start: int) -> tuple[int, dict]:
   """Steps from `start` to config.num_train_steps (or a SIGTERM); returns (step, eval losses)."""
   import jax
-  from heph_jax.training import checkpoint, metrics as metrics_lib
+  from heph_jax.training import checkpoint, guard as guard_lib, metrics as metrics_lib
   config, schedule = run.config, run.program.schedule
   preemption = _Preemption()
   progress = metrics_lib.report_progress(run.writer, config.num_train_steps, config.log_every_steps)
-  step, eval_losses = start, {}
+  guard = guard_lib.NonFiniteGuard(config.skip_nonfinite_steps, run.say)
+  step, eval_losses, unchecked = start, {}, None
   while step < config.num_train_steps:
-    state, step_metrics = run.program.train_step(state, run.to_global(next(run.train_iter)))
+    local = run.train_iter.next_with_tasks()
+    mix = guard_lib.task_mix(local.pop("task_ids"), run.tasks)
+    state, step_metrics = run.program.train_step(state, run.to_global(local))
     step += 1
     last = step == config.num_train_steps
+    if unchecked:  # the previous step's flag, read now that this step is queued
+      guard.check(*unchecked)
+    unchecked = (step, step_metrics, mix)
     if step == start + 1:
       jax.block_until_ready(state)  # the clock starts after the first step's compile and run
     if _every(step, config.log_every_steps, last):
@@ -182,10 +189,14 @@ def _loop(run: _Run, manager, state: dict, start: int) -> tuple[int, dict]:
               tokenizer=run.tokenizer)
     stop = _any_process(preemption.requested)
     if _every(step, config.checkpoint_every_steps, last) or stop:
+      guard.check(*unchecked)  # never save after a step not yet checked
+      unchecked = None
       checkpoint.save(manager, step, state, run.train_iter, config, force=True)
     if stop:
       run.say(f"SIGTERM: checkpoint for step {step} written; exiting cleanly")
       break
+  if unchecked:
+    guard.check(*unchecked)
   return step, eval_losses
 
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from heph_jax.model import llama
+from heph_jax.training.guard import keep_if_finite
 
 
 def next_token_targets(batch):
@@ -94,9 +95,13 @@ def make_train_step(model_cfg, tx, grad_accum_steps: int, loss_chunk_size: int =
     denom = jnp.maximum(count, 1.0)
     grads = jax.tree.map(lambda g: g / denom, grads)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
-    new_state = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates),
-                 "opt_state": opt_state}
-    metrics = {"loss": total / denom, "tokens": count, "grad_norm": optax.global_norm(grads)}
+    loss, grad_norm = total / denom, optax.global_norm(grads)
+    # A non-finite loss or gradient never reaches the weights (training/guard.py).
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new_state = {"step": state["step"] + 1,
+                 "params": keep_if_finite(finite, optax.apply_updates(params, updates), params),
+                 "opt_state": keep_if_finite(finite, opt_state, state["opt_state"])}
+    metrics = {"loss": loss, "tokens": count, "grad_norm": grad_norm}
     return new_state, metrics
 
   return train_step
