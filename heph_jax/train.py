@@ -127,10 +127,9 @@ def _restore_or_init(run: _Run, manager) -> tuple[dict, int]:
   import jax
   from heph_jax.training import checkpoint, state as state_lib
   config, shardings = run.config, run.program.shardings
-  start = manager.latest_step()
-  if start is not None:
+  if manager.latest_step() is not None:
     abstract = state_lib.abstract_state(run.model_cfg, run.program.tx, shardings)
-    state = checkpoint.restore(manager, start, abstract, run.train_iter)
+    state, start = checkpoint.restore_newest_good(manager, abstract, run.train_iter, run.say)
     run.say(f"resumed from {checkpoint.checkpoint_dir(run.workdir)}/{start}")
     return state, start
   params = _init_params(config, run.model_cfg, shardings["params"]) if config.init_from else None
@@ -215,7 +214,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     manager = checkpoint.make_manager(workdir, config.keep_checkpoints, config.async_checkpointing)
     state, start = _restore_or_init(run, manager)
     step, eval_losses = _loop(run, manager, state, start)
-    manager.wait_until_finished()
+    checkpoint.wait(manager)
     manager.close()
   run.say(f"done: step {step} in {time.perf_counter() - t_start:.1f}s")
   run.writer.close()

@@ -16,6 +16,8 @@ import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
+from heph_jax.errors import HephError
+
 
 # ---- data-iterator item ----------------------------------------------------------------------
 class DataIteratorHandler(ocp.CheckpointHandler):
@@ -66,15 +68,77 @@ def save(manager, step: int, state, iterator, config: ml_collections.ConfigDict,
   args = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config.to_dict())}
   if iterator is not None:
     args["data"] = DataIteratorSave(iterator)
-  return manager.save(step, args=ocp.args.Composite(**args), force=force)
+  try:
+    return manager.save(step, args=ocp.args.Composite(**args), force=force)
+  except OSError as e:  # disk full, read-only or vanished workdir: Orbax never committed the step
+    raise CheckpointError(f"cannot write checkpoint step {step} under {manager.directory}: "
+                          f"{e.strerror or e} ({e.filename or 'a file of the step'}); the earlier "
+                          f"steps {sorted(manager.all_steps())} are intact") from e
+
+
+def wait(manager) -> None:
+  """Waits for an async save; an I/O failure there is reported as save() reports it."""
+  try:
+    manager.wait_until_finished()
+  except OSError as e:
+    raise CheckpointError(f"cannot finish writing a checkpoint under {manager.directory}: "
+                          f"{e.strerror or e} ({e.filename})") from e
+
+
+class CheckpointError(HephError, RuntimeError):
+  """No checkpoint of the run restores; the message names each step tried and why."""
 
 
 def restore(manager, step: int, abstract_state, iterator=None):
-  args = {"state": ocp.args.StandardRestore(abstract_state)}
+  # The config item is read too: a garbled one marks the step as damaged like a bad array file.
+  args = {"state": ocp.args.StandardRestore(abstract_state), "config": ocp.args.JsonRestore()}
   if iterator is not None:
     args["data"] = DataIteratorRestore(iterator)
   restored = manager.restore(step, args=ocp.args.Composite(**args))
   return restored["state"]
+
+
+def _reason(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0][:300] if text else ''}"
+
+
+def set_aside(directory: str, step: int, reason: str) -> str:
+  """Moves a damaged step out of the manager's sight (never deleted): checkpoints/corrupt/<step>-N,
+  with the reason written beside it. Process 0 moves; every process waits for it."""
+  source = epath.Path(directory) / str(step)
+  n = 0
+  while (target := epath.Path(directory) / "corrupt" / f"{step}-{n}").exists():
+    n += 1
+  if jax.process_index() == 0:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source.rename(target)
+    (target.parent / f"{step}-{n}.reason.txt").write_text(reason + "\n")
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"heph_jax set aside step {step}")
+  return str(target)
+
+
+def restore_newest_good(manager, abstract_state, iterator, say) -> tuple[Any, int | None]:
+  """(state, step) of the newest step that restores, setting aside each newer one that does not
+  (a truncated array file, a missing item, a garbled config after a storage fault); (None, None)
+  when the run has no checkpoint; CheckpointError when it has some and none restores."""
+  tried = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return restore(manager, step, abstract_state, iterator), step
+    except Exception as e:  # pylint: disable=broad-except  (Orbax/TensorStore raise many types)
+      reason = _reason(e)
+      aside = set_aside(str(manager.directory), step, reason)
+      tried.append(f"step {step}: {reason}")
+      say(f"checkpoint step {step} does not restore ({reason}); set aside as {aside}; "
+          "trying the previous step")
+      manager.reload()
+  if tried:
+    raise CheckpointError(f"no checkpoint in {manager.directory} restores (damaged steps were moved "
+                          "to checkpoints/corrupt/): " + "; ".join(tried))
+  return None, None
 
 
 def _resolve_step_dir(path: str) -> tuple[str, int | None]:

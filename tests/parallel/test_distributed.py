@@ -221,3 +221,19 @@ def test_coordinator_port_in_use_is_reported_before_jax_crashes(clean_env):
       distributed.initialize({"coordinator_address": f"localhost:{port}",
                               "num_processes": 2, "process_id": 0})
   assert not jax.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.distributed.num_processes=-3", "num_processes"),
+    ("--config.distributed.process_id=5", "process_id"),
+])
+def test_train_cli_exits_2_for_a_distributed_config_mistake(override, message, repo_root, clean_env,
+                                                           capsys):
+  """A config.distributed mistake is a configuration error (2), not "peers never joined" (3)."""
+  from heph_jax import train
+  code = train.main(["--config", os.path.join(repo_root, "configs", "tiny.py"), "--workdir",
+                     "/tmp/never-written", override])
+  assert code == 2 != distributed.EXIT_CODE_INIT_TIMEOUT
+  err = capsys.readouterr().err
+  assert err.startswith("heph_jax.train: configuration error:") and message in err, err
+  assert issubclass(distributed.DistributedConfigError, distributed.DistributedInitError)

@@ -86,3 +86,94 @@ def test_skip_mode_runs_through_bad_steps(tiny_corpus, tmp_path, capsys):
   assert "skipped step" in capsys.readouterr().out
   _, _, params, _ = checkpoint.restore_params(str(tmp_path / "run"))
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+# ---- a damaged newest checkpoint ------------------------------------------------------------
+def _run(corpus, workdir, steps):
+  config = tiny_test_config(corpus, **{
+      "num_train_steps": steps, "log_every_steps": 1, "checkpoint_every_steps": 2,
+      "keep_checkpoints": 5, "eval_every_steps": 0, "async_checkpointing": False})
+  return train_and_evaluate(config, str(workdir))
+
+
+def _losses(workdir):
+  return {r["step"]: r["loss"] for r in read_metrics(str(workdir)) if "loss" in r}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_corpus, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  _run(tiny_corpus, workdir, 8)
+  return _losses(workdir)
+
+
+def _truncate_an_array_file(step_dir):
+  files = sorted((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+  biggest = files[-1]
+  biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
+  return biggest.name
+
+
+def _delete_an_item(step_dir):
+  import shutil
+  shutil.rmtree(step_dir / "data")
+  return "data"
+
+
+def _garble_the_config(step_dir):
+  files = [p for p in (step_dir / "config").rglob("*") if p.is_file()]
+  for path in files:
+    path.write_text('{"seed": 0, "model": ')  # cut short, as after a storage fault
+  return "config"
+
+
+@pytest.mark.parametrize("damage", [_truncate_an_array_file, _delete_an_item, _garble_the_config])
+def test_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_previous(
+    damage, tiny_corpus, tmp_path, uninterrupted, capsys):
+  workdir = tmp_path / "run"
+  _run(tiny_corpus, workdir, 6)  # checkpoints at steps 2, 4, 6
+  damage(workdir / "checkpoints" / "6")
+  capsys.readouterr()
+  result = _run(tiny_corpus, workdir, 8)
+  out = capsys.readouterr().out
+  assert result["step"] == 8
+  assert "checkpoint step 6 does not restore" in out and f"resumed from {workdir}/checkpoints/4" in out
+  aside = workdir / "checkpoints" / "corrupt"
+  assert (aside / "6-0").is_dir() and (aside / "6-0.reason.txt").read_text().strip()  # never deleted
+  resumed = _losses(workdir)
+  for step in (5, 6, 7, 8):  # re-run from step 4: the same losses as a run never interrupted
+    assert resumed[step] == uninterrupted[step], step
+
+
+def test_no_restorable_checkpoint_names_every_step_tried(tiny_corpus, tmp_path):
+  workdir = tmp_path / "run"
+  _run(tiny_corpus, workdir, 4)  # steps 2 and 4
+  for step in ("2", "4"):
+    _garble_the_config(workdir / "checkpoints" / step)
+  with pytest.raises(checkpoint.CheckpointError, match=r"step 4: .*; step 2: "):
+    _run(tiny_corpus, workdir, 6)
+
+
+def test_a_failing_write_at_save_names_the_path_and_keeps_earlier_steps(tiny_corpus, tmp_path,
+                                                                        monkeypatch):
+  """A disk that fills up (ENOSPC) while step 4 is written: a clear error, step 2 restorable, step 4
+  not taken as complete. (Injected at the data item's write: as root, chmod cannot make a
+  directory unwritable.)"""
+  import errno
+  workdir = tmp_path / "run"
+  _run(tiny_corpus, workdir, 2)
+  real_save = checkpoint.DataIteratorHandler.save
+
+  def full_disk(self, directory, args):
+    real_save(self, directory, args)
+    raise OSError(errno.ENOSPC, "No space left on device", str(directory / "packer.npz"))
+
+  monkeypatch.setattr(checkpoint.DataIteratorHandler, "save", full_disk)
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"cannot write checkpoint step 4 under .*checkpoints: No space left on "
+                           r"device \(.*packer.npz\); the earlier steps \[2\] are intact"):
+    _run(tiny_corpus, workdir, 4)
+  monkeypatch.undo()
+  _, _, params, step = checkpoint.restore_params(str(workdir))
+  assert step == 2 and all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+  assert _run(tiny_corpus, workdir, 4)["step"] == 4  # resumes from step 2, writes step 4 again
