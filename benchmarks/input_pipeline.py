@@ -42,6 +42,7 @@ config_flags.DEFINE_config_file("config", os.path.join(_REPO, "configs", "tiny.p
 flags.DEFINE_integer("batches", 200, "Packed batches timed after the first.")
 flags.DEFINE_integer("train_steps", 5, "Timed train steps.")
 flags.DEFINE_integer("warmup", 2, "Untimed train steps first (the first compiles).")
+flags.DEFINE_bool("allow_loaded", False, "Measure even when the machine is busy (the line says idle: false).")
 
 
 def rendered_texts(config, tokenizer) -> list[str]:
@@ -147,7 +148,10 @@ def run(config, batches: int, train_steps: int, warmup: int) -> dict:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # seqio / TFDS log every dataset they open at INFO
-  print(json.dumps(run(FLAGS.config, FLAGS.batches, FLAGS.train_steps, FLAGS.warmup)), flush=True)
+  load = bench_env.machine_load()
+  bench_env.refuse_if_loaded(load, FLAGS.allow_loaded, "benchmarks/input_pipeline.py")
+  result = run(FLAGS.config, FLAGS.batches, FLAGS.train_steps, FLAGS.warmup)
+  print(json.dumps({**result, "load_at_start": load}), flush=True)
 
 
 if __name__ == "__main__":

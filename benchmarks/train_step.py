@@ -49,6 +49,7 @@ flags.DEFINE_integer("steps", 5, "Timed rounds (each: one heph_jax step, 3 matmu
 flags.DEFINE_integer("warmup", 2, "Untimed steps of each kind first (the first also compiles).")
 flags.DEFINE_integer("matmul_size", 2048, "n of the n x n x n matmul that measures the peak.")
 flags.DEFINE_bool("torch", True, "Also time transformers.LlamaForCausalLM + torch AdamW.")
+flags.DEFINE_bool("allow_loaded", False, "Measure even when the machine is busy (the line says idle: false).")
 
 
 def synthetic_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> dict:
@@ -222,6 +223,7 @@ def run_benchmark(config, steps: int, warmup: int, matmul_size: int, with_torch:
       "step_cpu_seconds_all": [round(t[1], 3) for t in times["heph"]],
       "matmul_seconds_all": [round(t[0], 4) for t in times["matmul"]],
       "load_average": os.getloadavg()[0],
+      "step_seconds_spread": bench_env.spread(t[0] for t in times["heph"]),
   }
   if torch_step:
     result.update(transformers_step_seconds=wall["torch"],
@@ -229,6 +231,7 @@ def run_benchmark(config, steps: int, warmup: int, matmul_size: int, with_torch:
                   speedup_vs_transformers_cpu_time=cpu["torch"] / cpu["heph"],
                   torch=torch_version, transformers=transformers_version,
                   transformers_step_seconds_all=[round(t[0], 3) for t in times["torch"]],
+                  transformers_step_seconds_spread=bench_env.spread(t[0] for t in times["torch"]),
                   transformers_step_cpu_seconds_all=[round(t[1], 3) for t in times["torch"]])
   return result
 
@@ -238,8 +241,11 @@ def main(argv):
   from heph_jax.errors import ConfigError
   if FLAGS.steps < 1 or FLAGS.warmup < 1:
     raise app.UsageError(f"--steps ({FLAGS.steps}) and --warmup ({FLAGS.warmup}) must be >= 1")
+  load = bench_env.machine_load()
+  bench_env.refuse_if_loaded(load, FLAGS.allow_loaded, "benchmarks/train_step.py")
   try:
-    result = run_benchmark(FLAGS.config, FLAGS.steps, FLAGS.warmup, FLAGS.matmul_size, FLAGS.torch)
+    result = {**run_benchmark(FLAGS.config, FLAGS.steps, FLAGS.warmup, FLAGS.matmul_size, FLAGS.torch),
+              "load_at_start": load}
   except ConfigError as e:
     print(f"benchmarks/train_step.py: configuration error: {e}", file=sys.stderr)
     sys.exit(2)
