@@ -6,7 +6,6 @@ Writes both, so that transformers v4 and v5 read the exported config the same wa
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from typing import Any, Mapping, Union
@@ -47,14 +46,8 @@ def read_config_json(hf_dir: str) -> dict:
     raise HFCheckpointError(f"{hf_dir}: no such directory (expected a Hugging Face model directory)")
   if not os.path.exists(path):
     raise HFCheckpointError(f"{path}: missing; a Hugging Face model directory needs its config.json")
-  try:
-    with open(path, encoding="utf-8") as f:
-      values = json.load(f)
-  except json.JSONDecodeError as e:
-    raise HFCheckpointError(f"{path}: not valid JSON ({e})") from None
-  if not isinstance(values, dict):
-    raise HFCheckpointError(f"{path}: expected a JSON object, got {type(values).__name__}")
-  return values
+  from heph_jax.data.forge.io import read_json_object
+  return read_json_object(path, HFCheckpointError)
 
 
 def _architecture(values: Mapping[str, Any], source: str) -> str:

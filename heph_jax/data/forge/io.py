@@ -10,6 +10,7 @@ schema violations and duplicate ids. Blank lines are ignored.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -53,26 +54,46 @@ def problem(on_error: str, stats: ReadStats, where: str, line: int, reason: str)
   stats.add_error(message)
 
 
+def read_json_object(path: str, error: type[Exception] = ForgeDataError) -> dict:
+  """The JSON object in a file (a config, a rates file); `error` names the path and what is wrong."""
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  try:
+    value = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise error(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+  if not isinstance(value, dict):
+    raise error(f"{path}: expected a JSON object, got {type_name(value, article=True)}")
+  return value
+
+
 def check_on_error(on_error: str) -> str:
   if on_error not in ON_ERROR_CHOICES:
     raise ForgeDataError(f"on_error: expected one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}")
   return on_error
 
 
+@contextlib.contextmanager
+def _readable(name: str, expected: str):
+  """OS errors of reading `name` as ForgeDataError("name:0: why")."""
+  try:
+    yield
+  except FileNotFoundError:
+    raise ForgeDataError(f"{name}:0: file not found") from None
+  except IsADirectoryError:
+    raise ForgeDataError(f"{name}:0: is a directory, expected {expected}") from None
+  except OSError as e:
+    raise ForgeDataError(f"{name}:0: cannot read ({e.strerror})") from None
+
+
 def _lines_from(source: str | os.PathLike | bytes, name: str) -> Iterator[bytes]:
   if isinstance(source, bytes):
     yield from source.splitlines()
     return
-  try:
+  with _readable(name, "a JSON Lines file"):
     with open(source, "rb") as f:
       for line in f:
         yield line.rstrip(b"\r\n")
-  except FileNotFoundError:
-    raise ForgeDataError(f"{name}:0: file not found") from None
-  except IsADirectoryError:
-    raise ForgeDataError(f"{name}:0: is a directory, expected a JSON Lines file") from None
-  except OSError as e:
-    raise ForgeDataError(f"{name}:0: cannot read ({e.strerror})") from None
 
 
 def iter_json_objects(source: str | os.PathLike | bytes, *, name: str | None = None,
@@ -126,15 +147,9 @@ def iter_json_objects(source: str | os.PathLike | bytes, *, name: str | None = N
 def _read_bytes(source: str | os.PathLike | bytes, name: str) -> bytes:
   if isinstance(source, bytes):
     return source
-  try:
+  with _readable(name, "a JSON or JSON Lines file"):
     with open(source, "rb") as f:
       return f.read()
-  except FileNotFoundError:
-    raise ForgeDataError(f"{name}:0: file not found") from None
-  except IsADirectoryError:
-    raise ForgeDataError(f"{name}:0: is a directory, expected a JSON or JSON Lines file") from None
-  except OSError as e:
-    raise ForgeDataError(f"{name}:0: cannot read ({e.strerror})") from None
 
 
 def _has_bad_bytes(text: str) -> bool:

@@ -129,13 +129,9 @@ def read_rates_file(path: str, domains: dict | None = None) -> dict:
   if not os.path.exists(path):
     raise RatesError(f"{path}: no such rates file (data.rates_file); write one with "
                      f"`python -m heph_jax.mixing fit --runs runs.jsonl --output {path}`")
-  with open(path) as f:
-    text = f.read()
-  try:
-    data = json.loads(text)
-  except json.JSONDecodeError as e:
-    raise RatesError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-  if not isinstance(data, dict) or not ("rates" in data or "task_rates" in data):
+  from heph_jax.data.forge.io import read_json_object
+  data = read_json_object(path, RatesError)
+  if not ("rates" in data or "task_rates" in data):
     found = sorted(data) if isinstance(data, dict) else type(data).__name__
     raise RatesError(f"{path}: expected a JSON object with 'rates' and/or 'task_rates', found {found}")
   data = dict(data)

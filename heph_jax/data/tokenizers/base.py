@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import abc
 import hashlib
-import json
 import os
 import re
 from typing import Iterable, Sequence
@@ -27,14 +26,8 @@ class TokenizerError(HephError, ValueError):
 
 
 def _read_json(path: str) -> dict:
-  try:
-    with open(path, encoding="utf-8") as f:
-      value = json.load(f)
-  except json.JSONDecodeError as e:
-    raise TokenizerError(f"{path}: not valid JSON ({e})") from None
-  if not isinstance(value, dict):
-    raise TokenizerError(f"{path}: expected a JSON object, got {type(value).__name__}")
-  return value
+  from heph_jax.data.forge.io import read_json_object
+  return read_json_object(path, TokenizerError)
 
 
 def _token_content(value) -> str | None:
