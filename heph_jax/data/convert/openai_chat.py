@@ -15,11 +15,11 @@ Accepted objects (one per JSON line, or a JSON array of them):
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Iterator
 
 from heph_jax.data.convert.common import Context, input_files, need, slug
+from heph_jax.data.forge.io import parse_json_object
 from heph_jax.data.forge.schema import ForgeDataError, normalize_schema
 
 _ROLE_MAP = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
@@ -69,13 +69,7 @@ def parse_arguments(value: Any, where: str) -> dict:
     return {}
   if not isinstance(value, str):
     raise ForgeDataError(f"{where}: expected a JSON string or an object, got {type(value).__name__}")
-  try:
-    parsed = json.loads(value)
-  except json.JSONDecodeError as e:
-    raise ForgeDataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-  if not isinstance(parsed, dict):
-    raise ForgeDataError(f"{where}: expected a JSON object, got {type(parsed).__name__}")
-  return parsed
+  return parse_json_object(value, where)
 
 
 def convert_messages(messages: Any, where: str = "messages") -> list[dict]:

@@ -54,17 +54,21 @@ def problem(on_error: str, stats: ReadStats, where: str, line: int, reason: str)
   stats.add_error(message)
 
 
-def read_json_object(path: str, error: type[Exception] = ForgeDataError) -> dict:
-  """The JSON object in a file (a config, a rates file); `error` names the path and what is wrong."""
-  with open(path, encoding="utf-8") as f:
-    text = f.read()
+def parse_json_object(text: str, where: str, error: type[Exception] = ForgeDataError) -> dict:
+  """The JSON object `text` holds; `error` says where and what is wrong."""
   try:
     value = json.loads(text)
   except json.JSONDecodeError as e:
-    raise error(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    raise error(f"{where}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
   if not isinstance(value, dict):
-    raise error(f"{path}: expected a JSON object, got {type_name(value, article=True)}")
+    raise error(f"{where}: expected a JSON object, got {type_name(value, article=True)}")
   return value
+
+
+def read_json_object(path: str, error: type[Exception] = ForgeDataError) -> dict:
+  """The JSON object in a file (a config, a rates file); errors name the path."""
+  with open(path, encoding="utf-8") as f:
+    return parse_json_object(f.read(), path, error)
 
 
 def check_on_error(on_error: str) -> str:
