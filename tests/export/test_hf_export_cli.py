@@ -95,6 +95,12 @@ def test_cli_tokenizer_encodes_like_ours(run, tmp_path):
   assert export_cli.main(["--workdir", workdir, "--out", out, "--dtype", "bfloat16"]) == 0
   theirs, ours = AutoTokenizer.from_pretrained(out), load_tokenizer(tokenizer)
   for text in TEXTS:
+    if text[:1].isspace():
+      # transformers drops SentencePiece's dummy prefix before leading whitespace, sp: keeps it
+      # (tests/data/test_tokenizer.py::test_sp_spec_is_sentencepiece_on_leading_whitespace).
+      ids = ours.encode(text)  # exactly one "▁" more at the start
+      assert ours.decode(ids[:1]) in ("", " ") and ids[1:] == theirs.encode(text, add_special_tokens=False), text
+      continue
     assert theirs.encode(text, add_special_tokens=False) == ours.encode(text), text
     assert theirs.encode(text) == ours.encode(text, add_special_tokens=True), text
   model = AutoModelForCausalLM.from_pretrained(out)
