@@ -13,6 +13,10 @@ config.data.process_sharding decides what each process of a multi-host run reads
              small next to an LLM step (2M tokens ~ 8 MB of ids per step).
   "records"  each process reads its own 1/P of the records (seqio ShardInfo) and packs B/P rows:
              less reading per host, but the batches change with the process count.
+             Preparation writes config.data.num_shards files per split (default 256), so each
+             of up to 256 hosts reads its own files (TFDS shards by file).
+  "auto"     (default) "records" when process_count > 1, else "rows". Ask for "rows" for losses
+             that do not depend on the host count (and resume on another host count).
 
 State = the tf.data iterator (tf.train.Checkpoint: file offsets, shuffle buffers, sampler RNG)
 plus the packer's open rows; `save(dir)` / `restore(dir)` write and read both, per process.
@@ -27,7 +31,7 @@ import numpy as np
 
 from heph_jax.data.pipeline.packing import Packer, stack_rows
 from heph_jax.data.prepare import PreparedSource, default_cache_root, prepare_source
-from heph_jax.data.pipeline.config import source_files, task_rates
+from heph_jax.data.pipeline.config import resolved_process_sharding, source_files, task_rates
 
 TRAIN_FIELDS = ("tokens", "segment_ids", "positions", "loss_weights")
 
@@ -150,7 +154,7 @@ class DataPipeline:
 
   @property
   def _by_records(self) -> bool:
-    return self.config.data.get("process_sharding", "rows") == "records"
+    return resolved_process_sharding(self.config.data, self.process_count) == "records"
 
   def _shard_info(self):
     import seqio
