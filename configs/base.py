@@ -93,6 +93,7 @@ def get_config():
       # a split of fewer than num_shards * shard_min_records documents gets fewer shards.
       num_shards=256,
       shard_min_records=64,
+      prepare_workers=1,      # tokenizer processes at preparation (same output for any count)
       max_record_bytes=8_000_000,
   ))
 

@@ -121,3 +121,36 @@ def test_concurrent_finishers_agree_on_one_result(tiny_corpus, tmp_path):
     prepare._publish(tmp, final)
     assert not tmp.exists()
   assert (final / "manifest.json").read_text() == '{"who": "first"}'
+
+
+def _bad_corpus(tmp_path, tiny_corpus):
+  lines = open(tiny_corpus["sources"]["code"]).read().splitlines()[:40]
+  lines.insert(17, '{"type": "code", "id": "broken"')  # line 18: not JSON
+  path = tmp_path / "bad.jsonl"
+  path.write_text("\n".join(lines) + "\n")
+  return str(path)
+
+
+def test_two_workers_write_the_same_dataset_and_keep_the_error_contract(tiny_corpus, tmp_path):
+  from heph_jax.data.forge import ForgeDataError
+  base = {"data.num_shards": 2, "data.shard_min_records": 1, "data.on_error": "skip"}
+  bad = _bad_corpus(tmp_path, tiny_corpus)
+  out = {}
+  for workers in (1, 2):
+    config = tiny_test_config(tiny_corpus, **base, **{"data.prepare_workers": workers})
+    tok = load_tokenizer(config.data.tokenizer)
+    files = source_files(config.data, "code") + [bad]
+    prepared = prepare_source("code", files, tok, config.data, str(tmp_path / f"w{workers}"),
+                              log=lambda *_: None)
+    out[workers] = prepared
+    assert prepared.manifest["skipped"] == 1  # the broken line, counted
+  one, two = out[1], out[2]
+  assert one.manifest["fingerprint"] == two.manifest["fingerprint"]
+  for split in ("train", "validation"):
+    assert _stored(one, split) == _stored(two, split)  # same order too: same keys, same shards
+    assert one.lengths(split).tolist() == two.lengths(split).tolist()
+  config = tiny_test_config(tiny_corpus, **{**base, "data.prepare_workers": 2,
+                                            "data.on_error": "raise"})
+  with pytest.raises(ForgeDataError, match=r"bad\.jsonl:18: "):
+    prepare_source("code", [bad], load_tokenizer(config.data.tokenizer), config.data,
+                   str(tmp_path / "raise"), log=lambda *_: None)

@@ -58,7 +58,7 @@ def validate_data_config(data_cfg: ml_collections.ConfigDict) -> None:
   if data_cfg.get("process_sharding", "auto") not in ("auto", "rows", "records"):
     raise ConfigError(f"config.data.process_sharding: must be 'auto', 'rows' or 'records', "
                       f"got {data_cfg.process_sharding!r}")
-  for key in ("num_shards", "shard_min_records"):
+  for key in ("num_shards", "shard_min_records", "prepare_workers"):
     if int(data_cfg.get(key, 1)) < 1:
       raise ConfigError(f"config.data.{key}: must be >= 1, got {data_cfg.get(key)}")
   if data_cfg.pack_rows < 1:

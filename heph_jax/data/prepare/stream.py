@@ -64,21 +64,46 @@ def validation_mask(buckets, fraction: float) -> np.ndarray:
   return held_out
 
 
-def encode_sources(files, tokenizer, data_cfg, spill: Spill, encode) -> int:
-  """Streams every trainable record of `files` into `spill`; returns the lines skipped."""
+BATCH_RECORDS = 256  # records per tokenizer call (and per message to a worker)
+
+
+def _train_batches(files, data_cfg, skipped: list):
+  """Batches of trainable records, read one line at a time; skipped lines add to skipped[0]."""
   from heph_jax.data import forge
-  skipped = 0
+  batch = []
   for path in files:
     stats = forge.ReadStats(path=str(path))
     for record in forge.iter_records(path, on_error=data_cfg.on_error, stats=stats,
                                      max_record_bytes=data_cfg.max_record_bytes):
-      if not forge.is_train(record):
-        continue  # eval data (e.g. BFCL questions) never enters a training mixture
-      ids, weights = encode(record, tokenizer, data_cfg.loss_on)
+      if forge.is_train(record):  # eval data (e.g. BFCL questions) never enters training
+        batch.append(record)
+        if len(batch) == BATCH_RECORDS:
+          yield batch
+          batch = []
+    skipped[0] += stats.skipped
+  if batch:
+    yield batch
+
+
+def encode_sources(files, tokenizer, data_cfg, spill: Spill, encode_batch) -> int:
+  """Streams every trainable record of `files` into `spill`; returns the lines skipped.
+
+  config.data.prepare_workers > 1 tokenizes on that many processes (parallel.py); the spill,
+  and so the dataset, is the same either way.
+  """
+  skipped = [0]
+  batches = _train_batches(files, data_cfg, skipped)
+  workers = int(data_cfg.get("prepare_workers", 1))
+  if workers > 1:
+    from heph_jax.data.prepare import parallel
+    encoded = parallel.encode_in_order(batches, str(data_cfg.tokenizer), data_cfg.loss_on, workers)
+  else:
+    encoded = (encode_batch(b, tokenizer, data_cfg.loss_on) for b in batches)
+  for results in encoded:
+    for record_id, (ids, weights) in results:
       if any(weights):
-        spill.add(bucket(str(record["id"])), ids, weights)
-    skipped += stats.skipped
-  return skipped
+        spill.add(bucket(record_id), ids, weights)
+  return skipped[0]
 
 
 def shard_count(records: int, data_cfg) -> int:
