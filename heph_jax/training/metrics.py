@@ -1,10 +1,12 @@
 """Metrics sinks: console progress line, WORKDIR/metrics.jsonl, TensorBoard (process 0 only)."""
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import sys
 import time
+
+from etils import epath  # every workdir path through one file API: gs:// works as local disk
 
 
 METRICS_FILE = "metrics.jsonl"
@@ -13,11 +15,11 @@ METRICS_FILE = "metrics.jsonl"
 def read_metrics(workdir: str) -> list[dict]:
   """Every record of WORKDIR/metrics.jsonl in order ([] before the first write). A resumed run logs
   the steps after its checkpoint again; a line cut short by a kill is skipped."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
+  path = epath.Path(workdir) / METRICS_FILE
+  if not path.exists():
     return []
   records = []
-  with open(path) as f:
+  with path.open("r") as f:
     for line in f:
       try:
         records.append(json.loads(line))
@@ -41,11 +43,12 @@ class MetricsLogger:
     self._writer = None
     if not enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a")
-    if tensorboard:
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    self._files = contextlib.ExitStack()  # epath's open is a context manager
+    self._jsonl = self._files.enter_context((epath.Path(workdir) / METRICS_FILE).open("a"))
+    if tensorboard:  # TensorBoard's writer goes through tf.io.gfile itself
       from clu import metric_writers
-      self._writer = metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard"))
+      self._writer = metric_writers.SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
 
   def write(self, step: int, metrics: dict, eta_seconds: float | None = None) -> None:
     if not self.enabled:
@@ -81,7 +84,7 @@ class MetricsLogger:
 
   def close(self) -> None:
     if self._jsonl:
-      self._jsonl.close()
+      self._files.close()
     if self._writer is not None:
       self._writer.close()
 

@@ -31,3 +31,32 @@ def test_data_cache_on_ram_fs_equals_local(tiny_corpus, tmp_path):
   again, _ = _batches(remote, None, n=1)  # reused, not prepared again
   assert {t: p.directory for t, p in again.prepared.items()} == {
       t: p.directory for t, p in pipe.prepared.items()}
+
+
+def test_iterator_state_metrics_and_tensorboard_on_ram_fs(tiny_corpus, tmp_path):
+  import tensorflow as tf
+  from heph_jax.training.metrics import MetricsLogger, read_metrics
+  root = ram_fs.enable() + f"heph_test_{tmp_path.name}/run"
+  config = tiny_test_config(tiny_corpus, **{"data.cache_dir": root + "/cache"})
+  tok = load_tokenizer(config.data.tokenizer)
+  pipe = DataPipeline(config, tok, None, log=lambda *_: None)
+  it = pipe.train_iterator(8)
+  next(it)
+  it.save(root + "/ckpt/data")
+  want = [next(it) for _ in range(2)]
+  resumed = pipe.train_iterator(8)
+  resumed.restore(root + "/ckpt/data")  # exact resume from a non-local state
+  for a, b in zip(want, [next(resumed) for _ in range(2)]):
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+  logger = MetricsLogger(root, num_train_steps=2)
+  logger.console = lambda *a, **k: None
+  logger.write(1, {"loss": 2.5})
+  logger.write(2, {"loss": 2.0})
+  logger.close()
+  assert [r["loss"] for r in read_metrics(root)] == [2.5, 2.0]
+  events = tf.io.gfile.glob(root + "/tensorboard/*")
+  assert events, "no TensorBoard event file on ram://"
+  losses = [float(tf.make_ndarray(v.tensor)) if v.HasField("tensor") else v.simple_value
+            for e in tf.compat.v1.train.summary_iterator(events[0]) for v in e.summary.value]
+  assert losses == [2.5, 2.0]

@@ -24,10 +24,11 @@ plus the packer's open rows; `save(dir)` / `restore(dir)` write and read both, p
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 
 import numpy as np
+from etils import epath
 
 from heph_jax.data.pipeline.packing import Packer, stack_rows
 from heph_jax.data.prepare import PreparedSource, default_cache_root, prepare_source
@@ -113,24 +114,27 @@ class BatchIterator:
     return self
 
   # ---- checkpointing -------------------------------------------------------------------------
+  # Paths through etils.epath (tf.train.Checkpoint uses tf.io.gfile): a gs:// workdir works.
   def save(self, directory: str) -> None:
     tf = _tf()
-    os.makedirs(directory, exist_ok=True)
-    tf.train.Checkpoint(iterator=self._tf_iter).write(os.path.join(directory, "tf_iterator"))
+    root = epath.Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    tf.train.Checkpoint(iterator=self._tf_iter).write(str(root / "tf_iterator"))
     ready = stack_rows(self._ready) if self._ready else {}
-    np.savez(os.path.join(directory, "packer.npz"), **self.packer.state(),
-             **{f"ready_{k}": v for k, v in ready.items()})
-    with open(os.path.join(directory, "state.json"), "w") as f:
-      json.dump({"batches_served": self.batches_served, "ready_rows": len(self._ready)}, f)
+    buf = io.BytesIO()
+    np.savez(buf, **self.packer.state(), **{f"ready_{k}": v for k, v in ready.items()})
+    (root / "packer.npz").write_bytes(buf.getvalue())
+    (root / "state.json").write_text(
+        json.dumps({"batches_served": self.batches_served, "ready_rows": len(self._ready)}))
 
   def restore(self, directory: str) -> None:
     tf = _tf()
-    tf.train.Checkpoint(iterator=self._tf_iter).read(os.path.join(directory, "tf_iterator")).assert_consumed()
-    with np.load(os.path.join(directory, "packer.npz")) as state:
+    root = epath.Path(directory)
+    tf.train.Checkpoint(iterator=self._tf_iter).read(str(root / "tf_iterator")).assert_consumed()
+    with np.load(io.BytesIO((root / "packer.npz").read_bytes())) as state:
       self.packer.restore(state)
       from heph_jax.data.pipeline.packing import FIELDS
-      with open(os.path.join(directory, "state.json")) as f:
-        meta = json.load(f)
+      meta = json.loads((root / "state.json").read_text())
       self._ready = [{k: state[f"ready_{k}"][i].copy() for k in FIELDS} for i in range(meta["ready_rows"])]
     self.batches_served = meta["batches_served"]
 

@@ -9,10 +9,18 @@ import ml_collections
 from heph_jax.errors import ConfigError
 
 
+def _glob(pattern: str) -> list[str]:
+  """Local globs by the standard library; gs:// (any URI) through tf.io.gfile, which globs there."""
+  if "://" in pattern:
+    import tensorflow as tf
+    return tf.io.gfile.glob(pattern)
+  return glob.glob(pattern)
+
+
 def source_files(data_cfg: ml_collections.ConfigDict, task: str) -> list[str]:
   patterns = data_cfg.sources[task]
   patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-  files = sorted({f for p in patterns for f in glob.glob(p)})
+  files = sorted({f for p in patterns for f in _glob(p)})
   if not files:
     raise ConfigError(f"config.data.sources.{task}: no file matches {patterns!r} "
                       f"(working directory {os.getcwd()})")
