@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
+
+from etils import epath
+
 from heph_jax.errors import HephError
 
 RATE_TOLERANCE = 1e-6
@@ -126,11 +129,10 @@ def read_rates_file(path: str, domains: dict | None = None) -> dict:
   When both are present (as `fit` writes them) each domain rate must equal its tasks' sum under
   `domains` (default: DEFAULT_DOMAINS).
   """
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():
     raise RatesError(f"{path}: no such rates file (data.rates_file); write one with "
                      f"`python -m heph_jax.mixing fit --runs runs.jsonl --output {path}`")
-  with open(path) as f:
-    text = f.read()
+  text = epath.Path(path).read_text()
   try:
     data = json.loads(text)
   except json.JSONDecodeError as e:
@@ -173,11 +175,9 @@ def _check_consistent(path, rates, task_rates, domains):
 
 
 def write_json(path: str, data: dict) -> None:
-  """Writes via a temporary file and rename, so readers never see half a file."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(data, f, indent=2, sort_keys=False)
-    f.write("\n")
-  os.replace(tmp, path)
+  """Writes via a temporary file and rename, so readers never see half a file (epath: gs:// too)."""
+  target = epath.Path(path if "://" in str(path) else os.path.abspath(path))
+  target.parent.mkdir(parents=True, exist_ok=True)
+  tmp = target.parent / (target.name + ".tmp")
+  tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+  tmp.replace(target)

@@ -60,3 +60,17 @@ def test_iterator_state_metrics_and_tensorboard_on_ram_fs(tiny_corpus, tmp_path)
   losses = [float(tf.make_ndarray(v.tensor)) if v.HasField("tensor") else v.simple_value
             for e in tf.compat.v1.train.summary_iterator(events[0]) for v in e.summary.value]
   assert losses == [2.5, 2.0]
+
+
+def test_mixing_rates_and_runs_files_on_ram_fs(tmp_path):
+  from etils import epath
+  from heph_jax.mixing.rates import read_rates_file, write_json
+  from heph_jax.mixing.runs import append_record, read_records
+  root = ram_fs.enable() + f"heph_test_{tmp_path.name}/mix"
+  write_json(root + "/rates.json", {"rates": {"agent": 0.4, "code": 0.3, "text": 0.3}})
+  assert not epath.Path(root + "/rates.json.tmp").exists()
+  assert read_rates_file(root + "/rates.json")["rates"] == {"agent": 0.4, "code": 0.3, "text": 0.3}
+  for i in range(3):
+    append_record(root + "/runs.jsonl", {"run": i})
+  records, lines = read_records(root + "/runs.jsonl")
+  assert records == [{"run": 0}, {"run": 1}, {"run": 2}] and lines == [1, 2, 3]
