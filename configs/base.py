@@ -88,9 +88,15 @@ def get_config():
       cache_dir="",           # prepared token shards; "" = WORKDIR/../.heph_cache if unset
       on_error="raise",       # bad records: "raise" (file:line: reason) or "skip" (counted)
       # Multi-host reading: "rows" = each process reads the whole stream and keeps its rows of each
-      # global batch (batches independent of the process count); "records" = each reads 1/P of the
-      # records (less I/O, but batches depend on the process count). See heph_jax/data/pipeline/__init__.py.
-      process_sharding="rows",
+      # global batch (batches independent of the process count); "records" = each reads its own
+      # shard files (less I/O, but batches depend on the process count); "auto" = "records" when
+      # jax.process_count() > 1, else "rows". See heph_jax/data/pipeline/__init__.py.
+      process_sharding="auto",
+      # Shards per split at preparation: 256 = 4 files per host on 64 hosts (v5p-512, v5e-256);
+      # a split of fewer than num_shards * shard_min_records documents gets fewer shards.
+      num_shards=256,
+      shard_min_records=64,
+      prepare_workers=1,      # tokenizer processes at preparation (same output for any count)
       max_record_bytes=8_000_000,
   ))
 

@@ -14,14 +14,15 @@ import contextlib
 import glob
 import json
 import os
-import shutil
+import tempfile
 from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from safetensors import safe_open
-from safetensors.numpy import save_file
+from safetensors.numpy import save as save_bytes
 
 from heph_jax.export.hf_config import (HFCheckpointError, check_matches, check_sliding_window,
                                        config_from_hf, generation_config_dict, hf_config_dict)
@@ -240,18 +241,21 @@ def _plan_shards(entries, itemsize: int, max_shard_bytes: int) -> list[list]:
   return shards
 
 
-def _write_json(path: str, value) -> None:
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(value, f, indent=2, sort_keys=False)
-    f.write("\n")
+# The export writes through etils.epath, so out_dir may be gs:// (or any non-local filesystem).
+def _write_json(path, value) -> None:
+  epath.Path(path).write_text(json.dumps(value, indent=2, sort_keys=False) + "\n")
 
 
 def _write_tokenizer(tokenizer, out_dir: str) -> None:
+  out = epath.Path(out_dir)
   if hasattr(tokenizer, "save_hf"):  # heph_jax.data.tokenizers.Tokenizer: a complete HF directory
-    tokenizer.save_hf(out_dir)
+    with tempfile.TemporaryDirectory() as local:  # save_hf writes local files; then copy them over
+      tokenizer.save_hf(local)
+      for path in sorted(epath.Path(local).iterdir()):
+        (out / path.name).write_bytes(path.read_bytes())
     return
   for path in tokenizer.files():
-    shutil.copyfile(path, os.path.join(out_dir, os.path.basename(path)))
+    (out / os.path.basename(path)).write_bytes(epath.Path(path).read_bytes())
 
 
 def save(model_config: ModelConfig, params, out_dir: str, tokenizer=None, dtype: str = "float32",
@@ -270,13 +274,14 @@ def save(model_config: ModelConfig, params, out_dir: str, tokenizer=None, dtype:
   entries = hf_names_in_order(cfg)
   shards = _plan_shards(entries, np_dtype.itemsize, max_shard_bytes)
   if writer:
-    os.makedirs(out_dir, exist_ok=True)
+    out = epath.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     # Stale files of an earlier export would mix with ours; config.json goes last, so an
     # interrupted export is visibly incomplete.
-    stale = [os.path.join(out_dir, name) for name in ("config.json", INDEX_FILE, SINGLE_FILE)]
-    for path in stale + glob.glob(os.path.join(out_dir, "model-*-of-*.safetensors")):
-      if os.path.exists(path):
-        os.remove(path)
+    stale = [out / name for name in ("config.json", INDEX_FILE, SINGLE_FILE)]
+    for path in stale + list(out.glob("model-*-of-*.safetensors")):
+      if path.exists():
+        path.unlink()
   weight_map, total_bytes = {}, 0
   for number, shard in enumerate(shards, start=1):
     file = SINGLE_FILE if len(shards) == 1 else f"model-{number:05d}-of-{len(shards):05d}.safetensors"
@@ -289,15 +294,16 @@ def save(model_config: ModelConfig, params, out_dir: str, tokenizer=None, dtype:
         weight_map[mapping.name(layer)] = file
         total_bytes += tensors[mapping.name(layer)].nbytes
     if writer:
-      save_file(tensors, os.path.join(out_dir, file), metadata={"format": "pt"})
+      # bytes, then one write: a shard is bounded by max_shard_bytes, and gs:// has no mmap
+      (epath.Path(out_dir) / file).write_bytes(save_bytes(tensors, metadata={"format": "pt"}))
   if writer:
     if len(shards) > 1:
-      _write_json(os.path.join(out_dir, INDEX_FILE),
+      _write_json(epath.Path(out_dir) / INDEX_FILE,
                   {"metadata": {"total_size": total_bytes}, "weight_map": weight_map})
-    _write_json(os.path.join(out_dir, "generation_config.json"), generation_config_dict(cfg))
+    _write_json(epath.Path(out_dir) / "generation_config.json", generation_config_dict(cfg))
     if tokenizer is not None:
       _write_tokenizer(tokenizer, out_dir)
-    _write_json(os.path.join(out_dir, "config.json"), hf_config_dict(cfg, dtype))
+    _write_json(epath.Path(out_dir) / "config.json", hf_config_dict(cfg, dtype))
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(f"heph_jax.export.hf.save:{out_dir}")

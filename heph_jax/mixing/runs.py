@@ -14,6 +14,8 @@ import math
 import os
 
 import numpy as np
+from etils import epath
+
 from heph_jax.errors import HephError
 
 SUM_TOLERANCE = 1e-6
@@ -115,7 +117,7 @@ def table_from_records(records: list[dict], source: str = "<records>",
 def read_run_lines(path: str) -> tuple[list[dict], list[int]]:
   """Parsed lines of a runs.jsonl file (blank lines skipped) and their line numbers."""
   from heph_jax.data.forge import io as forge_io
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():
     raise RunsError(f"{path}: no such runs file (run `python -m heph_jax.mixing sweep` first)")
   records, lines = [], []
   try:
@@ -137,7 +139,8 @@ def read_runs(path: str) -> RunTable:
 def append_record(path: str, record: dict) -> None:
   """Appends one line and syncs it, so a crash never leaves a half-written record behind."""
   line = json.dumps(record, sort_keys=True) + "\n"
-  with open(path, "a") as f:
+  with epath.Path(path).open("a") as f:  # gs:// too (tf.io.gfile appends)
     f.write(line)
     f.flush()
-    os.fsync(f.fileno())
+    if hasattr(f, "fileno"):  # a local file: sync it to disk
+      os.fsync(f.fileno())

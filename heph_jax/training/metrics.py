@@ -7,11 +7,12 @@ Lines log because the mixing sweep and the tests read it back (`read_metrics`).
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 from typing import Any, Mapping
 
 from clu import metric_writers, periodic_actions
+from etils import epath  # every workdir path through one file API: gs:// works as local disk
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -19,8 +20,8 @@ METRICS_FILE = "metrics.jsonl"
 def read_metrics(workdir: str) -> list[dict]:
   """Every record of WORKDIR/metrics.jsonl in order ([] before the first write). A resumed run logs
   the steps after its checkpoint again; a line cut short by a kill is skipped."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
+  path = epath.Path(workdir) / METRICS_FILE
+  if not path.exists():
     return []
   from heph_jax.data.forge import io as forge_io
   return [record for _, record in forge_io.iter_json_objects(path, on_error="skip")]
@@ -60,8 +61,9 @@ class _ScalarsOnly(metric_writers.MetricWriter):
 class JsonlWriter(_ScalarsOnly):
   """One JSON object per write: {"step": N, name: value, ...}, flushed at once."""
 
-  def __init__(self, path: str):
-    self._file = open(path, "a")
+  def __init__(self, path: epath.Path):
+    self._files = contextlib.ExitStack()  # epath's open on gs:// is a context manager
+    self._file = self._files.enter_context(path.open("a"))
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
@@ -69,7 +71,7 @@ class JsonlWriter(_ScalarsOnly):
     self._file.flush()
 
   def close(self):
-    self._file.close()
+    self._files.close()
 
 
 def _format_duration(seconds: float) -> str:
@@ -111,10 +113,10 @@ def create_writer(workdir: str, num_train_steps: int, tokens_per_step: int, enab
   """metrics.jsonl + TensorBoard + console on process 0; writes nothing elsewhere."""
   if not enabled:
     return metric_writers.MultiWriter([])
-  os.makedirs(workdir, exist_ok=True)
-  writers = [JsonlWriter(os.path.join(workdir, METRICS_FILE))]
-  if tensorboard:
-    writers.append(metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard")))
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  writers = [JsonlWriter(epath.Path(workdir) / METRICS_FILE)]
+  if tensorboard:  # TensorBoard's writer goes through tf.io.gfile itself
+    writers.append(metric_writers.SummaryWriter(str(epath.Path(workdir) / "tensorboard")))
   writers.append(ConsoleWriter(num_train_steps, tokens_per_step))
   return metric_writers.MultiWriter(writers)
 

@@ -32,7 +32,8 @@ def _overrides(corpus, cache_dir) -> dict:
   """configs/tiny.py shrunk for the test (flag name below `config.` -> value)."""
   values = {"num_train_steps": STEPS, "checkpoint_every_steps": CHECKPOINT_AT, "log_every_steps": 1,
             "eval_batches": 0, "seq_len": 128, "model.vocab_size": 512, "data.shuffle_buffer": 64,
-            "data.tokenizer": corpus["tokenizer"], "data.cache_dir": str(cache_dir)}
+            "data.tokenizer": corpus["tokenizer"], "data.cache_dir": str(cache_dir),
+            "data.process_sharding": "rows"}  # losses independent of the process count
   values.update({f"data.sources.{t}": p for t, p in corpus["sources"].items()})
   return values
 

@@ -16,6 +16,8 @@ import json
 import os
 from typing import Any, Callable, Iterable, Iterator
 
+from etils import epath
+
 from heph_jax.data.forge.schema import ForgeDataError, type_name, validate
 
 ON_ERROR_CHOICES = ("raise", "skip")
@@ -67,8 +69,7 @@ def parse_json_object(text: str, where: str, error: type[Exception] = ForgeDataE
 
 def read_json_object(path: str, error: type[Exception] = ForgeDataError) -> dict:
   """The JSON object in a file (a config, a rates file); errors name the path."""
-  with open(path, encoding="utf-8") as f:
-    return parse_json_object(f.read(), path, error)
+  return parse_json_object(epath.Path(path).read_text(encoding="utf-8"), path, error)
 
 
 def check_on_error(on_error: str) -> str:
@@ -95,7 +96,7 @@ def _lines_from(source: str | os.PathLike | bytes, name: str) -> Iterator[bytes]
     yield from source.splitlines()
     return
   with _readable(name, "a JSON Lines file"):
-    with open(source, "rb") as f:
+    with epath.Path(source).open("rb") as f:
       for line in f:
         yield line.rstrip(b"\r\n")
 
@@ -152,7 +153,7 @@ def _read_bytes(source: str | os.PathLike | bytes, name: str) -> bytes:
   if isinstance(source, bytes):
     return source
   with _readable(name, "a JSON or JSON Lines file"):
-    with open(source, "rb") as f:
+    with epath.Path(source).open("rb") as f:
       return f.read()
 
 

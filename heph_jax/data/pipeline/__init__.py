@@ -13,6 +13,10 @@ config.data.process_sharding decides what each process of a multi-host run reads
              small next to an LLM step (2M tokens ~ 8 MB of ids per step).
   "records"  each process reads its own 1/P of the records (seqio ShardInfo) and packs B/P rows:
              less reading per host, but the batches change with the process count.
+             Preparation writes config.data.num_shards files per split (default 256), so each
+             of up to 256 hosts reads its own files (TFDS shards by file).
+  "auto"     (default) "records" when process_count > 1, else "rows". Ask for "rows" for losses
+             that do not depend on the host count (and resume on another host count).
 
 State = the tf.data iterator (tf.train.Checkpoint: file offsets, shuffle buffers, sampler RNG)
 plus the packer's open rows; `save(dir)` / `restore(dir)` write and read both, per process.
@@ -20,14 +24,15 @@ plus the packer's open rows; `save(dir)` / `restore(dir)` write and read both, p
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 
 import numpy as np
+from etils import epath
 
 from heph_jax.data.pipeline.packing import Packer, stack_rows
 from heph_jax.data.prepare import PreparedSource, default_cache_root, prepare_source
-from heph_jax.data.pipeline.config import source_files, task_rates
+from heph_jax.data.pipeline.config import resolved_process_sharding, source_files, task_rates
 
 TRAIN_FIELDS = ("tokens", "segment_ids", "positions", "loss_weights")
 
@@ -109,24 +114,27 @@ class BatchIterator:
     return self
 
   # ---- checkpointing -------------------------------------------------------------------------
+  # Paths through etils.epath (tf.train.Checkpoint uses tf.io.gfile): a gs:// workdir works.
   def save(self, directory: str) -> None:
     tf = _tf()
-    os.makedirs(directory, exist_ok=True)
-    tf.train.Checkpoint(iterator=self._tf_iter).write(os.path.join(directory, "tf_iterator"))
+    root = epath.Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    tf.train.Checkpoint(iterator=self._tf_iter).write(str(root / "tf_iterator"))
     ready = stack_rows(self._ready) if self._ready else {}
-    np.savez(os.path.join(directory, "packer.npz"), **self.packer.state(),
-             **{f"ready_{k}": v for k, v in ready.items()})
-    with open(os.path.join(directory, "state.json"), "w") as f:
-      json.dump({"batches_served": self.batches_served, "ready_rows": len(self._ready)}, f)
+    buf = io.BytesIO()
+    np.savez(buf, **self.packer.state(), **{f"ready_{k}": v for k, v in ready.items()})
+    (root / "packer.npz").write_bytes(buf.getvalue())
+    (root / "state.json").write_text(
+        json.dumps({"batches_served": self.batches_served, "ready_rows": len(self._ready)}))
 
   def restore(self, directory: str) -> None:
     tf = _tf()
-    tf.train.Checkpoint(iterator=self._tf_iter).read(os.path.join(directory, "tf_iterator")).assert_consumed()
-    with np.load(os.path.join(directory, "packer.npz")) as state:
+    root = epath.Path(directory)
+    tf.train.Checkpoint(iterator=self._tf_iter).read(str(root / "tf_iterator")).assert_consumed()
+    with np.load(io.BytesIO((root / "packer.npz").read_bytes())) as state:
       self.packer.restore(state)
       from heph_jax.data.pipeline.packing import FIELDS
-      with open(os.path.join(directory, "state.json")) as f:
-        meta = json.load(f)
+      meta = json.loads((root / "state.json").read_text())
       self._ready = [{k: state[f"ready_{k}"][i].copy() for k in FIELDS} for i in range(meta["ready_rows"])]
     self.batches_served = meta["batches_served"]
 
@@ -150,7 +158,7 @@ class DataPipeline:
 
   @property
   def _by_records(self) -> bool:
-    return self.config.data.get("process_sharding", "rows") == "records"
+    return resolved_process_sharding(self.config.data, self.process_count) == "records"
 
   def _shard_info(self):
     import seqio

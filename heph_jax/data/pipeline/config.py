@@ -9,10 +9,18 @@ import ml_collections
 from heph_jax.errors import ConfigError
 
 
+def _glob(pattern: str) -> list[str]:
+  """Local globs by the standard library; gs:// (any URI) through tf.io.gfile, which globs there."""
+  if "://" in pattern:
+    import tensorflow as tf
+    return tf.io.gfile.glob(pattern)
+  return glob.glob(pattern)
+
+
 def source_files(data_cfg: ml_collections.ConfigDict, task: str) -> list[str]:
   patterns = data_cfg.sources[task]
   patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-  files = sorted({f for p in patterns for f in glob.glob(p)})
+  files = sorted({f for p in patterns for f in _glob(p)})
   if not files:
     raise ConfigError(f"config.data.sources.{task}: no file matches {patterns!r} "
                       f"(working directory {os.getcwd()})")
@@ -55,9 +63,12 @@ def validate_data_config(data_cfg: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.data.on_error: must be 'raise' or 'skip', got {data_cfg.on_error!r}")
   if not 0.0 < data_cfg.validation_fraction < 1.0:
     raise ConfigError(f"config.data.validation_fraction: must lie in (0, 1), got {data_cfg.validation_fraction}")
-  if data_cfg.get("process_sharding", "rows") not in ("rows", "records"):
-    raise ConfigError(f"config.data.process_sharding: must be 'rows' or 'records', "
+  if data_cfg.get("process_sharding", "auto") not in ("auto", "rows", "records"):
+    raise ConfigError(f"config.data.process_sharding: must be 'auto', 'rows' or 'records', "
                       f"got {data_cfg.process_sharding!r}")
+  for key in ("num_shards", "shard_min_records", "prepare_workers"):
+    if int(data_cfg.get(key, 1)) < 1:
+      raise ConfigError(f"config.data.{key}: must be >= 1, got {data_cfg.get(key)}")
   if data_cfg.pack_rows < 1:
     raise ConfigError(f"config.data.pack_rows: must be >= 1, got {data_cfg.pack_rows}")
   spec = str(data_cfg.tokenizer)
@@ -68,3 +79,12 @@ def validate_data_config(data_cfg: ml_collections.ConfigDict) -> None:
   for task in data_cfg.sources.keys():
     source_files(data_cfg, task)
   task_rates(data_cfg)
+
+
+def resolved_process_sharding(data_cfg: ml_collections.ConfigDict, process_count: int) -> str:
+  """"auto" -> "records" on several processes (each host reads only its own shard files), else
+  "rows". Ask for "rows" explicitly where losses must not depend on the host count."""
+  mode = data_cfg.get("process_sharding", "auto")
+  if mode == "auto":
+    return "records" if process_count > 1 else "rows"
+  return mode

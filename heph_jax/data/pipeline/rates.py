@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
+
+from etils import epath
+
 from heph_jax.errors import HephError
 
 RATE_TOLERANCE = 1e-6
@@ -126,7 +129,7 @@ def read_rates_file(path: str, domains: dict | None = None) -> dict:
   When both are present (as `fit` writes them) each domain rate must equal its tasks' sum under
   `domains` (default: DEFAULT_DOMAINS).
   """
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():
     raise RatesError(f"{path}: no such rates file (data.rates_file); write one with "
                      f"`python -m heph_jax.mixing fit --runs runs.jsonl --output {path}`")
   from heph_jax.data.forge.io import read_json_object
@@ -169,11 +172,9 @@ def _check_consistent(path, rates, task_rates, domains):
 
 
 def write_json(path: str, data: dict) -> None:
-  """Writes via a temporary file and rename, so readers never see half a file."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(data, f, indent=2, sort_keys=False)
-    f.write("\n")
-  os.replace(tmp, path)
+  """Writes via a temporary file and rename, so readers never see half a file (epath: gs:// too)."""
+  target = epath.Path(path if "://" in str(path) else os.path.abspath(path))
+  target.parent.mkdir(parents=True, exist_ok=True)
+  tmp = target.parent / (target.name + ".tmp")
+  tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+  tmp.replace(target)

@@ -19,15 +19,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import io
 import os
-import shutil
 import tempfile
+import uuid
 
 import numpy as np
+from etils import epath
 
+from heph_jax.data.prepare import stream
 from heph_jax.errors import ConfigError
 
-PREPARE_VERSION = "3"  # 3: TFDS datasets instead of hand-written TFRecord shards
+PREPARE_VERSION = "4"  # 3: TFDS datasets; 4: streamed, config.data.num_shards shards per split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,17 +45,21 @@ class PreparedSource:
     return self.manifest["tfds_name"]
 
   def files(self, split: str) -> list[str]:
-    return [os.path.join(self.directory, f) for f in self.manifest["files"][split]]
+    return [str(epath.Path(self.directory) / f) for f in self.manifest["files"][split]]
+
+  def lengths(self, split: str) -> np.ndarray:
+    """Token count of every document of a split, in dataset order."""
+    return np.load(io.BytesIO((epath.Path(self.directory) / f"{split}-lengths.npy").read_bytes()))
 
   def mean_chunk_tokens(self, split: str, seq_len: int) -> float:
     """Mean tokens per example once documents are cut into chunks of <= seq_len."""
-    lengths = np.load(os.path.join(self.directory, f"{split}-lengths.npy")).astype(np.int64)
+    lengths = self.lengths(split).astype(np.int64)
     return float(lengths.sum() / np.ceil(lengths / seq_len).sum())
 
 
 def _file_digest(path: str) -> str:
   digest = hashlib.sha256()
-  with open(path, "rb") as f:
+  with epath.Path(path).open("rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
       digest.update(block)
   return digest.hexdigest()
@@ -63,12 +70,13 @@ def fingerprint(files, tokenizer, data_cfg) -> str:
   from heph_jax.data.prepare import tfds_builder as tfds_forge
   parts = [PREPARE_VERSION, tfds_forge.VERSION, forge.TEMPLATE_VERSION, tokenizer.fingerprint(),
            data_cfg.loss_on, repr(float(data_cfg.validation_fraction))]
+  # the shard layout decides which host reads what under process_sharding="records"
+  parts.append(repr((data_cfg.get("num_shards"), data_cfg.get("shard_min_records"))))
   parts += [_file_digest(f) for f in files]
   return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def _bucket(record_id: str) -> float:
-  return int(hashlib.sha256(record_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+_bucket = stream.bucket  # the split hash (kept under its old name for callers)
 
 
 def encode_record(record, tokenizer, loss_on: str):
@@ -83,74 +91,100 @@ def encode_record(record, tokenizer, loss_on: str):
   return tokenizer.encode_pieces(pieces, add_bos=True, add_eos=True)
 
 
+def encode_batch(records, tokenizer, loss_on: str) -> list[tuple[str, tuple[list, list]]]:
+  """(id, (ids, weights)) of each record: `encode_record` with one batched tokenizer call."""
+  from heph_jax.data.tokenizers.chat_template import render_record
+  documents = []
+  for record in records:
+    pieces = render_record(record, tokenizer)
+    documents.append([(text, True) for text, _ in pieces] if loss_on == "all" else pieces)
+  encoded = tokenizer.encode_pieces_batch(documents, add_bos=True, add_eos=True)
+  return [(str(r["id"]), e) for r, e in zip(records, encoded)]
+
+
+def _read_manifest(directory: epath.Path) -> dict | None:
+  path = directory / "manifest.json"
+  return json.loads(path.read_text()) if path.exists() else None
+
+
 def prepare_source(task: str, files: list[str], tokenizer, data_cfg, cache_root: str,
                    log=print) -> PreparedSource:
-  from heph_jax.data import forge
+  """Prepares (once) the TFDS dataset of one source; memory stays bounded (see stream.py).
+
+  Every path goes through etils.epath, so cache_root may be gs:// (or any fsspec/TF filesystem).
+  """
   if "://" not in cache_root:
     cache_root = os.path.abspath(cache_root)  # the TFDS data_dir; reads may run from elsewhere
   key = fingerprint(files, tokenizer, data_cfg)
-  final = os.path.join(cache_root, task, key)
-  manifest_path = os.path.join(final, "manifest.json")
-  if os.path.exists(manifest_path):
-    with open(manifest_path) as f:
-      return PreparedSource(task, final, json.load(f))
+  final = epath.Path(cache_root) / task / key
+  manifest = _read_manifest(final)
+  if manifest is not None:
+    return PreparedSource(task, str(final), manifest)
+  with tempfile.TemporaryDirectory(prefix="heph_prepare_") as scratch:
+    spill = stream.Spill(scratch)
+    try:
+      skipped = stream.encode_sources(files, tokenizer, data_cfg, spill, encode_batch)
+    finally:
+      spill.close()
+    manifest = _write_prepared(task, files, tokenizer, data_cfg, key, spill, skipped, final)
+  log(f"prepared {task}: {manifest['records']['train']} train / {manifest['records']['validation']} "
+      f"validation records, {manifest['tokens']['train']:,} train tokens, {manifest['skipped']} "
+      f"bad lines skipped -> {final}")
+  return PreparedSource(task, str(final), _read_manifest(final))
 
-  encoded = []  # (hash bucket of the id, ids) - the bucket decides the split, stably
-  skipped = 0
-  for path in files:
-    result = forge.read_records(path, on_error=data_cfg.on_error,
-                                max_record_bytes=data_cfg.max_record_bytes)
-    skipped += result.stats.skipped
-    for record in result.records:
-      if not forge.is_train(record):
-        continue  # eval data (e.g. BFCL questions) never enters a training mixture
-      ids, weights = encode_record(record, tokenizer, data_cfg.loss_on)
-      if any(weights):
-        encoded.append((_bucket(str(record["id"])), ids, weights))
-  is_validation = [bucket < data_cfg.validation_fraction for bucket, _, _ in encoded]
-  if len(encoded) >= 2 and not any(is_validation):  # small source: still hold one record out
-    is_validation[min(range(len(encoded)), key=lambda i: encoded[i][0])] = True
-  examples = {"train": [], "validation": []}
-  lengths = {"train": [], "validation": []}
-  for (_, ids, weights), held_out in zip(encoded, is_validation):
-    split = "validation" if held_out else "train"
-    examples[split].append((ids, weights))
-    lengths[split].append(len(ids))
-  tokens = {split: int(sum(v)) for split, v in lengths.items()}
-  for split in examples:
-    if not examples[split]:
+
+def _write_prepared(task, files, tokenizer, data_cfg, key, spill, skipped, final) -> dict:
+  from heph_jax.data import forge
+  from heph_jax.data.prepare import tfds_builder as tfds_forge
+  held_out = stream.validation_mask(spill.buckets, data_cfg.validation_fraction)
+  lengths = np.frombuffer(spill.lengths, np.int32)
+  masks = {"train": ~held_out, "validation": held_out}
+  for split, mask in masks.items():
+    if not mask.any():
       raise ConfigError(f"config.data.sources.{task}: {files} gave no {split} records: "
                        "a source needs at least 2 trainable records")
-
-  os.makedirs(os.path.join(cache_root, task), exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f".{key}-", dir=os.path.join(cache_root, task))
-  from heph_jax.data.prepare import tfds_builder as tfds_forge
+  # Written under a temporary sibling, then renamed: concurrent preparers (several hosts or
+  # workers finishing at once) each write their own copy and agree on the first one renamed.
+  tmp = final.parent / f".{key}-{uuid.uuid4().hex[:12]}"
+  tmp.mkdir(parents=True, exist_ok=True)
+  examples = {s: (lambda m=m: spill.read(m)) for s, m in masks.items()}
   shard_files = tfds_forge.build_dataset(
-      task, examples, tmp, description=f"Forge source {task!r} from {files}, tokenizer "
+      task, examples, str(tmp), num_shards=lambda n: stream.shard_count(n, data_cfg),
+      description=f"Forge source {task!r} from {files}, tokenizer "
       f"{tokenizer.name}, template {forge.TEMPLATE_VERSION}, loss_on={data_cfg.loss_on!r}")
   manifest = {"task": task, "fingerprint": key, "inputs": files, "tokenizer": tokenizer.name,
               "template": forge.TEMPLATE_VERSION, "loss_on": data_cfg.loss_on,
               "tfds_name": tfds_forge.tfds_name(task), "files": shard_files,
-              "records": {s: len(v) for s, v in examples.items()}, "tokens": tokens, "skipped": skipped}
-  for split in examples:
-    np.save(os.path.join(tmp, f"{split}-lengths.npy"), np.asarray(lengths[split], np.int32))
-  with open(os.path.join(tmp, "manifest.json"), "w") as f:
-    json.dump(manifest, f, indent=1)
-  try:
-    os.rename(tmp, final)  # atomic: concurrent preparers (several hosts) agree on one result
-  except OSError:
-    shutil.rmtree(tmp, ignore_errors=True)
-  log(f"prepared {task}: {manifest['records']['train']} train / {manifest['records']['validation']} "
-      f"validation records, {tokens['train']:,} train tokens -> {final}")
-  with open(manifest_path) as f:
-    return PreparedSource(task, final, json.load(f))
+              "records": {s: int(m.sum()) for s, m in masks.items()},
+              "tokens": {s: int(lengths[m].astype(np.int64).sum()) for s, m in masks.items()},
+              "skipped": skipped}
+  for split, mask in masks.items():
+    buf = io.BytesIO()
+    np.save(buf, lengths[mask])
+    (tmp / f"{split}-lengths.npy").write_bytes(buf.getvalue())
+  (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+  _publish(tmp, final)
+  return manifest
+
+
+def _publish(tmp: epath.Path, final: epath.Path) -> None:
+  """Moves tmp to final unless another preparer got there first (then drops tmp)."""
+  if not final.exists():
+    try:
+      tmp.rename(final)  # atomic on local disk; on GCS a copy, guarded by the check below
+      return
+    except OSError:
+      pass
+  tmp.rmtree(missing_ok=True)
+  if _read_manifest(final) is None:
+    raise OSError(f"{final}: another preparer left it without a manifest.json")
 
 
 def default_cache_root(data_cfg, workdir: str | None) -> str:
   if data_cfg.cache_dir:
     return data_cfg.cache_dir
   if workdir:
-    return os.path.join(workdir, "data_cache")
+    return str(epath.Path(workdir) / "data_cache")
   return os.path.join(os.path.expanduser("~"), ".cache", "heph_jax")
 
 
@@ -162,8 +196,12 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--config", required=True)
   parser.add_argument("--cache_dir", default="", help="where shards go (default: config.data.cache_dir)")
+  parser.add_argument("--workers", type=int, default=0,
+                      help="tokenizer processes (default: config.data.prepare_workers)")
   args = parser.parse_args(argv)
   config = load_config_file(args.config)
+  if args.workers:
+    config.data.prepare_workers = args.workers
   validate_data_config(config.data)
   tokenizer = load_tokenizer(config.data.tokenizer)
   root = args.cache_dir or default_cache_root(config.data, None)

@@ -18,10 +18,10 @@ import contextlib
 import io
 import os
 import re
-import shutil
 from typing import Mapping, Sequence
 
 import numpy as np
+from etils import epath
 import tensorflow_datasets as tfds
 
 VERSION = "1.0.0"
@@ -78,14 +78,42 @@ class ForgeSource(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return {split: self._generate_examples(split) for split in self._examples}
 
   def _generate_examples(self, split: str):
-    for i, (ids, weights) in enumerate(self._examples[split]):
+    items = self._examples[split]
+    for i, (ids, weights) in enumerate(items() if callable(items) else items):
+      if len(ids) != len(weights):
+        raise ValueError(f"{self.name} {split} example {i}: {len(ids)} ids but {len(weights)} "
+                         "loss weights")
       yield i, {"targets": np.asarray(ids, np.int32), "loss_weights": np.asarray(weights, np.int32)}
 
 
+class _SplitShards(tfds.core.utils.shard_utils.ShardConfig):
+  """A fixed shard count per split: TFDS has one count for all splits, so a small validation split
+  would get more shards than examples (refused). Capped by the split's example count instead."""
+
+  def get_number_shards(self, total_size, num_examples, uses_precise_sharding=True):
+    if self.num_shards:  # an int, or a function of the split's example count
+      wanted = self.num_shards(num_examples) if callable(self.num_shards) else self.num_shards
+      return max(1, min(wanted, num_examples))
+    return super().get_number_shards(total_size, num_examples, uses_precise_sharding)
+
+
+class _DownloadConfig(tfds.download.DownloadConfig):
+  def get_shard_config(self):
+    return _SplitShards(num_shards=self.num_shards, min_shard_size=self.min_shard_size,
+                        max_shard_size=self.max_shard_size)
+
+
 def build_dataset(task: str, examples: Mapping[str, Sequence[Example]], data_dir: str,
-                  description: str = "") -> dict[str, list[str]]:
-  """Writes the dataset under data_dir; returns each split's shard files (relative to data_dir)."""
+                  description: str = "", num_shards=None) -> dict[str, list[str]]:
+  """Writes the dataset under data_dir; returns each split's shard files (relative to data_dir).
+
+  A split's examples are a sequence or a zero-argument callable returning an iterator (streamed,
+  never held whole). num_shards: shards per split, an int or a function of the split's example count (capped by
+  that count); None = TFDS's choice by size.
+  """
   for split, items in examples.items():
+    if callable(items):
+      continue  # checked while streaming
     for i, (ids, weights) in enumerate(items):
       if len(ids) != len(weights):
         raise ValueError(f"{task} {split} example {i}: {len(ids)} ids but {len(weights)} "
@@ -98,13 +126,19 @@ def build_dataset(task: str, examples: Mapping[str, Sequence[Example]], data_dir
   with contextlib.redirect_stdout(io.StringIO()):
     builder.download_and_prepare(
         download_dir=downloads,
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-  shutil.rmtree(downloads, ignore_errors=True)
+        download_config=_DownloadConfig(try_download_gcs=False, num_shards=num_shards))
+  epath.Path(downloads).rmtree(missing_ok=True)
   files = {}
   for split in examples:
     instructions = builder.info.splits[split].file_instructions
-    files[split] = [os.path.relpath(str(f.filename), data_dir) for f in instructions]
+    files[split] = [_relative(str(f.filename), data_dir) for f in instructions]
   return files
+
+
+def _relative(path: str, root: str) -> str:
+  """path below root, as text (works for gs:// and other non-local roots too)."""
+  prefix = str(root).rstrip("/") + "/"
+  return path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)
 
 
 def read_builder(task: str, data_dir: str) -> tfds.core.DatasetBuilder:
