@@ -1,0 +1,98 @@
+"""KV-cache decoding: greedy equals transformers generate(do_sample=False) token for token."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from heph_jax.export import hf
+from heph_jax.model import decode, llama
+from hf_testing import make_hf_model, save_hf_model
+
+NEW_TOKENS = 12
+PROMPT_LENGTHS = (3, 11, 7)  # different lengths: left padding, per-row positions
+
+
+def _prompts(vocab, seed=0):
+  rs = np.random.RandomState(seed)
+  return [rs.randint(3, vocab, n).tolist() for n in PROMPT_LENGTHS]
+
+
+def _hf_greedy(model, prompt, eos):
+  with torch.no_grad():
+    out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                         do_sample=False, max_new_tokens=NEW_TOKENS, eos_token_id=eos, pad_token_id=0)
+  return out[0, len(prompt):].tolist()
+
+
+@pytest.fixture(scope="module", params=["llama3", "llama2", "mistral"])
+def loaded(request, tmp_path_factory):
+  model = make_hf_model(request.param, seed=4)
+  cfg, params = hf.load(save_hf_model(model, tmp_path_factory.mktemp(request.param)))
+  return model, cfg.replace(dtype="float32"), params
+
+
+def test_greedy_matches_transformers_generate(loaded):
+  model, cfg, params = loaded
+  prompts = _prompts(cfg.vocab_size)
+  ours = decode.generate(cfg, params, prompts, decode.Sampling(max_new_tokens=NEW_TOKENS))
+  for prompt, got in zip(prompts, ours):
+    assert got == _hf_greedy(model, prompt, eos=None)
+  assert len({tuple(g) for g in ours}) == len(prompts)  # not one degenerate sequence for all
+
+
+def test_stops_at_eos(loaded):
+  """Make row 0's 3rd greedy token an EOS id: that row stops at its first occurrence."""
+  model, cfg, params = loaded
+  prompts = _prompts(cfg.vocab_size)
+  free = decode.generate(cfg, params, prompts, decode.Sampling(max_new_tokens=NEW_TOKENS))
+  eos = free[0][2]
+  ours = decode.generate(cfg, params, prompts, decode.Sampling(max_new_tokens=NEW_TOKENS, eos_ids=(eos,)))
+  for prompt, got in zip(prompts, ours):
+    assert got == _hf_greedy(model, prompt, eos=eos)
+  assert ours[0] == free[0][:free[0].index(eos) + 1]
+  assert any(len(got) < NEW_TOKENS for got in ours)
+
+
+def test_cache_logits_match_full_forward(loaded):
+  """Prefill + one step over the cache give the full forward's logits at those positions."""
+  _, cfg, params = loaded
+  tokens = np.random.RandomState(1).randint(0, cfg.vocab_size, (2, 9)).astype(np.int32)
+  full = np.asarray(llama.apply(cfg, params, tokens))
+  pad = jnp.zeros((2,), jnp.int32)
+  cache = decode.init_cache(cfg, 2, 16)
+  pos = jnp.broadcast_to(jnp.arange(8), (2, 8))
+  pre, cache = decode._forward(cfg, params, jnp.asarray(tokens[:, :8]), pos, cache, 0, pad)
+  step, _ = decode._forward(cfg, params, jnp.asarray(tokens[:, 8:]), jnp.full((2, 1), 8), cache, 8, pad)
+  np.testing.assert_allclose(np.asarray(pre), full[:, :8], atol=1e-4, rtol=0)
+  np.testing.assert_allclose(np.asarray(step)[:, 0], full[:, 8], atol=1e-4, rtol=0)
+
+
+def test_tiny_top_p_is_greedy(loaded):
+  _, cfg, params = loaded
+  prompts = _prompts(cfg.vocab_size, seed=2)
+  greedy = decode.generate(cfg, params, prompts, decode.Sampling(max_new_tokens=6))
+  nucleus = decode.generate(cfg, params, prompts, decode.Sampling(temperature=1.0, top_p=1e-6, max_new_tokens=6),
+                            rng=jax.random.PRNGKey(3))
+  assert nucleus == greedy
+
+
+def test_sampling_distribution():
+  """Frequencies of sampled ids follow softmax(logits / T), restricted to the top-p set."""
+  logits = jnp.log(jnp.asarray([[0.5, 0.3, 0.15, 0.05]]))
+  keys = jax.random.split(jax.random.PRNGKey(0), 20000)
+  draw = jax.vmap(lambda k, t, p: decode.sample(logits, k, t, p)[0], in_axes=(0, None, None))
+  counts = np.bincount(np.asarray(draw(keys, 1.0, 1.0)), minlength=4) / len(keys)
+  np.testing.assert_allclose(counts, [0.5, 0.3, 0.15, 0.05], atol=0.015)
+  # top_p 0.7: 0.5 + 0.3 reach it -> renormalised over {0, 1}
+  counts = np.bincount(np.asarray(draw(keys, 1.0, 0.7)), minlength=4) / len(keys)
+  np.testing.assert_allclose(counts, [0.625, 0.375, 0, 0], atol=0.015)
+  # temperature 0.5 squares the probabilities before renormalising
+  p2 = np.array([0.25, 0.09, 0.0225, 0.0025]); p2 /= p2.sum()
+  counts = np.bincount(np.asarray(draw(keys, 0.5, 1.0)), minlength=4) / len(keys)
+  np.testing.assert_allclose(counts, p2, atol=0.015)
+
+
+def test_truncate_at_stop():
+  assert decode.truncate_at_stop("a<|eot|>b</s>", ["</s>", "<|eot|>"]) == ("a", True)
+  assert decode.truncate_at_stop("abc", ["x"]) == ("abc", False)
