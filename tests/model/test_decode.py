@@ -96,3 +96,22 @@ def test_sampling_distribution():
 def test_truncate_at_stop():
   assert decode.truncate_at_stop("a<|eot|>b</s>", ["</s>", "<|eot|>"]) == ("a", True)
   assert decode.truncate_at_stop("abc", ["x"]) == ("abc", False)
+
+
+def test_sharded_on_the_training_mesh_gives_the_same_tokens(loaded):
+  """Params sharded as the trainer shards them (fsdp x tensor), cache constrained by the same rules."""
+  import flax.linen as nn
+  from configs import base
+  from heph_jax.parallel.mesh import make_mesh, rules_tuple
+  from heph_jax.training.state import param_shardings
+  _, cfg, params = loaded
+  prompts = _prompts(cfg.vocab_size, seed=5) + [[5, 6]]  # 4 rows: divisible by data x fsdp
+  sampling = decode.Sampling(max_new_tokens=6)
+  single = decode.generate(cfg, params, prompts, sampling)
+  rules = base.get_config().logical_axis_rules
+  mesh = make_mesh(dict(dcn_data=1, data=2, fsdp=2, tensor=2))
+  sharded = jax.device_put(params, param_shardings(cfg, mesh, rules))
+  assert len(sharded["layers"]["attn"]["q"].sharding.device_set) == 8
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules_tuple(rules)):
+    got = decode.generate(cfg, sharded, prompts, sampling)
+  assert got == single
