@@ -4,10 +4,10 @@ trained on (heph_jax/data/forge/render.py), ending with the assistant header."""
 from __future__ import annotations
 
 from heph_jax.data.convert import bfcl
-from heph_jax.data.forge import render
+from heph_jax.data import forge
 from heph_jax.data.tokenizers import chat_template
 
-FORGE_STOP = render.END.strip()  # "<|end|>": the end of the assistant turn
+FORGE_STOP = forge.END.strip()  # "<|end|>": the end of the assistant turn
 
 
 def tools(question) -> list[dict]:
@@ -27,7 +27,7 @@ def render_prompt(question, tokenizer) -> str:
                                                   "parameters": t.get("parameters", {})}} for t in specs]
     return chat_template.render_chat_string(_messages(question), hf_tools, tokenizer,
                                             add_generation_prompt=True)
-  pieces = render.render_chat({"tools": specs, "messages": _messages(question)})
+  pieces = forge.render({"type": "trajectory", "tools": specs, "messages": _messages(question)})
   return "".join(text for text, _ in pieces) + "<|assistant|>\n"
 
 
