@@ -126,6 +126,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
           out[f"eval_loss/{task}"] = total / max(count, 1.0)
         return out
 
+      from heph_jax.evaluate.in_loop import FunctionCallingEval
+      fc_eval = FunctionCallingEval(config, model_cfg, tokenizer, workdir, log, in_batch)
       preemption = _Preemption()
       flops = model_cfg.flops_per_token(config.seq_len)
       tokens_per_step = batch_size * config.seq_len
@@ -147,6 +149,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
           if eval_sets:
             eval_losses = run_eval()
             log.write(step, eval_losses)
+        fc_eval.maybe_run(step, state["params"], last)
         if config.hf_export_every_steps and (step % config.hf_export_every_steps == 0 or last):
           from heph_jax.export import hf
           hf.save(model_cfg, state["params"], os.path.join(workdir, "hf", f"step_{step}"), tokenizer=tokenizer)

@@ -182,6 +182,9 @@ def generate(cfg: ModelConfig, params, prompts: Sequence[Sequence[int]], samplin
   tokens, pad = left_pad(prompts, sampling.pad_id)
   rng = jax.random.PRNGKey(0) if rng is None else rng
   out, lengths = _jitted(cfg, sampling)(params, jnp.asarray(tokens), jnp.asarray(pad), rng)
+  if not out.is_fully_addressable:  # multi-process mesh: every process gets every row
+    from jax.experimental import multihost_utils
+    out, lengths = multihost_utils.process_allgather((out, lengths), tiled=True)
   out, lengths = np.asarray(out), np.asarray(lengths)
   return [out[row, :lengths[row]].tolist() for row in range(len(prompts))]
 
