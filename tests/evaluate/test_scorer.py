@@ -109,3 +109,24 @@ def test_parser(text, want):
                                   '<tool_call>{"name": </tool_call>', "f(**kw)", "[" * 500, '{"a": 1}'])
 def test_parser_unparseable_is_none(text):
   assert parse_calls(text) is None
+
+
+def test_real_bfcl_answers_score_their_reference_calls():
+  """Fixture records (real BFCL lines): the converter's reference calls score correct, reversed
+  order too for parallel, and a changed value does not."""
+  import os
+  from heph_jax.evaluate import data
+  questions = data.load(os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "bfcl"),
+                        ["simple", "parallel", "irrelevance"])
+  assert len(questions) == 7
+  for q in questions:
+    if q.category == "irrelevance":
+      assert q.ground_truth is None and score(q.category, [], q.functions, None)[0]
+      continue
+    calls = [{"name": n, "arguments": {k: v[0] for k, v in a.items() if v[0] != ""}}
+             for gt in q.ground_truth for n, a in gt.items()]
+    assert score(q.category, calls, q.functions, q.ground_truth) == (True, "ok"), q.id
+    assert score(q.category, calls[::-1], q.functions, q.ground_truth)[0]  # order-insensitive
+    first = next(iter(calls[0]["arguments"]))
+    calls[0]["arguments"][first] = 12345
+    assert not score(q.category, calls, q.functions, q.ground_truth)[0], q.id
