@@ -57,7 +57,7 @@ def _attend(q, k_cache, v_cache, visible):
   return out.reshape(b, t, h, d).astype(q.dtype)
 
 
-def _forward(cfg: ModelConfig, params, tokens, positions, cache, start, pad):
+def forward(cfg: ModelConfig, params, tokens, positions, cache, start, pad):
   """tokens [B, T] at cache slots start..start+T-1 -> (logits [B, T, vocab] f32, updated cache)."""
   dtype = jnp.dtype(cfg.dtype)
   emb = params["embed"]["embedding"]
@@ -125,7 +125,7 @@ def decode(cfg: ModelConfig, params, tokens, pad, rng, sampling: Sampling):
   eos = jnp.asarray(sampling.eos_ids or (-1,), jnp.int32)
   positions = jnp.maximum(jnp.arange(p)[None, :] - pad[:, None], 0)
   cache = init_cache(cfg, b, p + n)
-  logits, cache = _forward(cfg, params, tokens, positions, cache, 0, pad)
+  logits, cache = forward(cfg, params, tokens, positions, cache, 0, pad)
   rng, key = jax.random.split(rng)
   first = sample(logits[:, -1], key, sampling.temperature, sampling.top_p)
   out = jnp.full((b, n), sampling.pad_id, jnp.int32).at[:, 0].set(first)
@@ -139,7 +139,7 @@ def decode(cfg: ModelConfig, params, tokens, pad, rng, sampling: Sampling):
   def body(state):
     i, last, out, cache, done, lengths, rng = state
     pos = (p - pad + i - 1)[:, None]  # the position of `last`, the token emitted at step i-1
-    logits, cache = _forward(cfg, params, last[:, None], pos, cache, p + i - 1, pad)
+    logits, cache = forward(cfg, params, last[:, None], pos, cache, p + i - 1, pad)
     rng, key = jax.random.split(rng)
     tok = sample(logits[:, 0], key, sampling.temperature, sampling.top_p)
     tok = jnp.where(done, sampling.pad_id, tok)

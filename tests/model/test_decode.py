@@ -54,7 +54,7 @@ def test_stops_at_eos(loaded):
   assert any(len(got) < NEW_TOKENS for got in ours)
 
 
-def test_cache_logits_match_full_forward(loaded):
+def test_cache_logits_match_fullforward(loaded):
   """Prefill + one step over the cache give the full forward's logits at those positions."""
   _, cfg, params = loaded
   tokens = np.random.RandomState(1).randint(0, cfg.vocab_size, (2, 9)).astype(np.int32)
@@ -62,8 +62,8 @@ def test_cache_logits_match_full_forward(loaded):
   pad = jnp.zeros((2,), jnp.int32)
   cache = decode.init_cache(cfg, 2, 16)
   pos = jnp.broadcast_to(jnp.arange(8), (2, 8))
-  pre, cache = decode._forward(cfg, params, jnp.asarray(tokens[:, :8]), pos, cache, 0, pad)
-  step, _ = decode._forward(cfg, params, jnp.asarray(tokens[:, 8:]), jnp.full((2, 1), 8), cache, 8, pad)
+  pre, cache = decode.forward(cfg, params, jnp.asarray(tokens[:, :8]), pos, cache, 0, pad)
+  step, _ = decode.forward(cfg, params, jnp.asarray(tokens[:, 8:]), jnp.full((2, 1), 8), cache, 8, pad)
   np.testing.assert_allclose(np.asarray(pre), full[:, :8], atol=1e-4, rtol=0)
   np.testing.assert_allclose(np.asarray(step)[:, 0], full[:, 8], atol=1e-4, rtol=0)
 
