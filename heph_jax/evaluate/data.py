@@ -1,6 +1,7 @@
 """BFCL questions with their possible answers, from the bfcl-eval wheel, a directory in its layout
-(read through heph_jax/data/convert/bfcl.py's Tree, as the converter does) or one
-BFCL_v*_<category>.json file (its answers from possible_answer/ beside it, when there)."""
+(read through heph_jax/data/convert/bfcl.py's Tree, as the converter does), one
+BFCL_v*_<category>.json file (its answers from possible_answer/ beside it, when there), or the
+converter's Forge output (a .jsonl of trajectories with meta.ground_truth, e.g. data/eval/bfcl.jsonl)."""
 from __future__ import annotations
 
 import dataclasses
@@ -52,13 +53,38 @@ def _files(path: str) -> dict[str, tuple[bytes, str]]:
           if _FILE.match(os.path.basename(rel))}
 
 
+def _check(category):
+  if category not in CATEGORIES:
+    raise BfclDataError(f"category {category!r}: expected one of {', '.join(CATEGORIES)}")
+
+
+def _load_forge(path: str, categories, limit) -> list[Question]:
+  """Questions from converted Forge records: the turns before the first assistant message."""
+  with open(path, "rb") as f:
+    records = _read_jsonl(f.read(), path)
+  out = []
+  for category in categories:
+    _check(category)
+    names = {f"bfcl:{n}" for n in _ALIASES.get(category, (category,))}
+    picked = [r for r in records if r.get("type") == "trajectory" and r.get("source") in names][:limit]
+    if not picked:
+      raise BfclDataError(f"{path}: no Forge trajectory with source {' or '.join(sorted(names))}")
+    for r in picked:
+      messages = r.get("messages") or []
+      first = next((i for i, m in enumerate(messages) if m.get("role") == "assistant"), len(messages))
+      out.append(Question(r["id"].removeprefix("bfcl:"), category, messages[:first], list(r.get("tools") or []),
+                          (r.get("meta") or {}).get("ground_truth")))
+  return out
+
+
 def load(path: str, categories=CATEGORIES, limit: Optional[int] = None) -> list[Question]:
   """The first `limit` questions of each category, in file order."""
+  if os.path.isfile(path) and path.endswith(".jsonl"):
+    return _load_forge(path, categories, limit)
   files = _files(path)
   out = []
   for category in categories:
-    if category not in CATEGORIES:
-      raise BfclDataError(f"category {category!r}: expected one of {', '.join(CATEGORIES)}")
+    _check(category)
     names = _ALIASES.get(category, (category,))
     rel = next((r for r in sorted(files) if "/" not in r and _FILE.match(r).group(1) in names), None)
     if rel is None:

@@ -130,3 +130,39 @@ def test_real_bfcl_answers_score_their_reference_calls():
     first = next(iter(calls[0]["arguments"]))
     calls[0]["arguments"][first] = 12345
     assert not score(q.category, calls, q.functions, q.ground_truth)[0], q.id
+
+
+def test_bundled_forge_eval_file_reads_as_the_raw_bfcl_records():
+  """data/eval/bfcl.jsonl (the converter's output) gives the same questions as the raw fixture."""
+  import os
+  from heph_jax.evaluate import data
+  root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+  forge = data.load(os.path.join(root, "data", "eval", "bfcl.jsonl"), list(data.CATEGORIES), limit=15)
+  assert {c: sum(q.category == c for q in forge) for c in data.CATEGORIES} == dict.fromkeys(data.CATEGORIES, 15)
+  raw = {q.id: q for q in data.load(os.path.join(root, "tests", "fixtures", "bfcl"), ["simple", "parallel"])}
+  for q in forge:
+    if q.id in raw:
+      assert q.messages == raw[q.id].messages and q.ground_truth == raw[q.id].ground_truth
+      assert [f["name"] for f in q.functions] == [f["name"] for f in raw[q.id].functions]
+  assert sum(q.id in raw for q in forge) == 5
+  assert all(q.ground_truth for q in forge if q.category != "irrelevance")
+
+
+def test_bundled_reference_calls_score_correct_in_every_category():
+  """75 real BFCL questions (data/eval/bfcl.jsonl): the calls their answers describe (first allowed
+  value, optional ones left out) score correct; the same calls with one value changed do not.
+  (The converter's own assistant turns are not used: for parallel_multiple_12 BFCL's answer lists
+  an optional parameter the function does not have, and the converter writes it into the call.)"""
+  import os
+  from heph_jax.evaluate import data
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "data", "eval", "bfcl.jsonl")
+  for q in data.load(path, list(data.CATEGORIES)):
+    if q.category == "irrelevance":
+      assert score(q.category, [], q.functions, q.ground_truth)[0]
+      continue
+    calls = [{"name": n, "arguments": {k: v[0] for k, v in a.items() if "" not in v}}
+             for gt in q.ground_truth for n, a in gt.items()]
+    assert score(q.category, calls, q.functions, q.ground_truth)[0], (q.id, calls)
+    changed = next(c for c in calls if c["arguments"])
+    changed["arguments"][next(iter(changed["arguments"]))] = {"not": "allowed"}
+    assert not score(q.category, calls, q.functions, q.ground_truth)[0], q.id
