@@ -51,6 +51,10 @@ def run() -> list[str]:
 def main(argv):
   del argv
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from heph_jax.parallel.distributed import is_tpu_vm
+  if not is_tpu_vm():  # libtpu (test extra) probes for a TPU pod on any machine: keep it quiet
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
   try:
     for text in run():
       print(text)
