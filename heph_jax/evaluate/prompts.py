@@ -44,3 +44,21 @@ def stop_ids(tokenizer) -> tuple:
     if tid is not None:
       ids.add(tid)
   return tuple(sorted(ids))
+
+
+def stop_sequences(tokenizer) -> tuple:
+  """Token-id sequences for the stop strings that are not single tokens. A string's tokens depend
+  on its neighbours (SentencePiece merges "><|" across "</tool_call><|end|>"), so it is encoded in a
+  few contexts and each time the tokens that start inside it are kept: the output ending with any
+  of them means the string was written (truncate_at_stop then cuts exactly)."""
+  out = set()
+  for text in stop_strings(tokenizer):
+    if tokenizer.token_to_id(text) is not None:
+      continue  # a single token: stop_ids covers it
+    for left in ("", "}", ">", ")", ".", "a", "\n"):
+      for right in ("", "\n", "<", "\n<|", "\n<|user|>\n"):
+        ids, offsets = tokenizer.encode_with_offsets(left + text + right)
+        inside = tuple(t for t, (start, _) in zip(ids, offsets) if len(left) <= start < len(left) + len(text))
+        if inside:
+          out.add(inside)
+  return tuple(sorted(out))

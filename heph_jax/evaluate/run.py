@@ -16,7 +16,7 @@ def evaluate(model_cfg, params, tokenizer, questions: Sequence, max_new_tokens: 
              batch_size: int = 8, sampling: Optional[decode.Sampling] = None):
   """(records [{id, category, prompt, output, calls, correct, reason}], {category: accuracy})."""
   sampling = sampling or decode.Sampling(max_new_tokens=max_new_tokens, eos_ids=prompts.stop_ids(tokenizer),
-                                         pad_id=tokenizer.pad_id)
+                                         pad_id=tokenizer.pad_id, stop_sequences=prompts.stop_sequences(tokenizer))
   stops = prompts.stop_strings(tokenizer)
   records = []
   for start in range(0, len(questions), batch_size):

@@ -37,6 +37,9 @@ class Sampling:
   max_new_tokens: int = 32
   eos_ids: tuple = ()
   pad_id: int = 0
+  # Token-id sequences (tuples): a row stops once its output ends with one (stop strings that are
+  # several tokens, e.g. forge-v1's "<|end|>"; see heph_jax/evaluate/prompts.py).
+  stop_sequences: tuple = ()
 
 
 def _rms_norm(x, scale, eps):
@@ -111,6 +114,17 @@ def sample(logits, rng, temperature: float, top_p: float):
   return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
+def _ends_with_stop(out, i, stop_sequences):
+  """[B] bool: out[:, :i+1] ends with one of the stop sequences."""
+  hit = jnp.zeros(out.shape[:1], bool)
+  for seq in stop_sequences:
+    n = len(seq)
+    tail = jax.lax.dynamic_slice_in_dim(out, jnp.maximum(i - n + 1, 0), n, axis=1) if n <= out.shape[1] else None
+    if tail is not None:
+      hit = hit | ((i + 1 >= n) & jnp.all(tail == jnp.asarray(seq, jnp.int32)[None], axis=1))
+  return hit
+
+
 def init_cache(cfg: ModelConfig, batch: int, length: int):
   shape = (cfg.num_hidden_layers, batch, length, cfg.num_key_value_heads, cfg.head_dim)
   zeros = jnp.zeros(shape, jnp.dtype(cfg.dtype))
@@ -129,7 +143,7 @@ def decode(cfg: ModelConfig, params, tokens, pad, rng, sampling: Sampling):
   rng, key = jax.random.split(rng)
   first = sample(logits[:, -1], key, sampling.temperature, sampling.top_p)
   out = jnp.full((b, n), sampling.pad_id, jnp.int32).at[:, 0].set(first)
-  done = jnp.isin(first, eos)
+  done = jnp.isin(first, eos) | _ends_with_stop(out, 0, sampling.stop_sequences)
   lengths = jnp.ones((b,), jnp.int32)
 
   def cond(state):
@@ -145,7 +159,7 @@ def decode(cfg: ModelConfig, params, tokens, pad, rng, sampling: Sampling):
     tok = jnp.where(done, sampling.pad_id, tok)
     out = jax.lax.dynamic_update_slice_in_dim(out, tok[:, None], i, axis=1)
     lengths = lengths + (~done).astype(jnp.int32)
-    done = done | jnp.isin(tok, eos)
+    done = done | jnp.isin(tok, eos) | _ends_with_stop(out, i, sampling.stop_sequences)
     return i + 1, tok, out, cache, done, lengths, rng
 
   state = (jnp.int32(1), first, out, cache, done, lengths, rng)

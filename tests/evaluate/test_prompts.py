@@ -64,3 +64,18 @@ def test_forge_prompt_without_a_template(question):
   assert got == tools_block + "<|user|>\n" + question.messages[0]["content"] + "<|end|>\n<|assistant|>\n"
   assert '"type": "object"' in got  # BFCL's "dict" normalised as the converter writes it
   assert prompts.stop_strings(tok) == ["<|end|>"]
+
+
+def _occurs(seq, ids):
+  return any(tuple(ids[i:i + len(seq)]) == seq for i in range(len(ids) - len(seq) + 1))
+
+
+def test_multi_token_stop_string_is_found_in_its_contexts():
+  """forge-v1's "<|end|>" is several SentencePiece tokens whose split depends on what precedes it."""
+  tok = load_tokenizer("sp:" + str(ROOT / "data" / "tokenizer" / "tokenizer.model"))
+  assert tok.token_to_id("<|end|>") is None
+  seqs = prompts.stop_sequences(tok)
+  for text in ('<tool_call>{"name": "f", "arguments": {}}</tool_call><|end|>\n<|user|>\n',
+               "The answer is 4.<|end|>\n", "no call<|end|>"):
+    assert any(_occurs(s, tok.encode(text)) for s in seqs), text
+  assert not any(_occurs(s, tok.encode("The end of the story | is near >")) for s in seqs)
