@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from heph_jax.errors import HephError
 
@@ -50,6 +50,7 @@ def run() -> list[str]:
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # library INFO lines (Orbax restore) would drown the output
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   from heph_jax.parallel.distributed import is_tpu_vm
   if not is_tpu_vm():  # libtpu (test extra) probes for a TPU pod on any machine: keep it quiet
