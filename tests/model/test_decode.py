@@ -25,11 +25,22 @@ def _hf_greedy(model, prompt, eos):
   return out[0, len(prompt):].tolist()
 
 
+def _load(name, tmp_path_factory):
+  model = make_hf_model(name, seed=4)
+  cfg, params = hf.load(save_hf_model(model, tmp_path_factory.mktemp(name)))
+  return model, cfg.replace(dtype="float32"), params
+
+
 @pytest.fixture(scope="module", params=["llama3", "llama2", "mistral"])
 def loaded(request, tmp_path_factory):
-  model = make_hf_model(request.param, seed=4)
-  cfg, params = hf.load(save_hf_model(model, tmp_path_factory.mktemp(request.param)))
-  return model, cfg.replace(dtype="float32"), params
+  """Each architecture: the transformers-parity tests."""
+  return _load(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def gqa(tmp_path_factory):
+  """Llama-3 shape (GQA, llama3 RoPE) only: the tests that do not compare with transformers."""
+  return _load("llama3", tmp_path_factory)
 
 
 def test_greedy_matches_transformers_generate(loaded):
@@ -54,9 +65,23 @@ def test_stops_at_eos(loaded):
   assert any(len(got) < NEW_TOKENS for got in ours)
 
 
-def test_cache_logits_match_fullforward(loaded):
+def test_stops_at_a_stop_sequence(gqa):
+  """A two-token stop sequence: each row ends right after its first occurrence (included)."""
+  _, cfg, params = gqa
+  prompts = _prompts(cfg.vocab_size)
+  free = decode.generate(cfg, params, prompts, decode.Sampling(max_new_tokens=NEW_TOKENS))
+  seq = tuple(free[1][4:6])
+  got = decode.generate(cfg, params, prompts, decode.Sampling(max_new_tokens=NEW_TOKENS, stop_sequences=(seq,)))
+  for row in range(3):
+    grams = [tuple(free[row][i - 1:i + 1]) for i in range(1, len(free[row]))]
+    want = free[row][:grams.index(seq) + 2] if seq in grams else free[row]
+    assert got[row] == want
+  assert len(got[1]) <= 6 < len(free[1])
+
+
+def test_cache_logits_match_full_forward(gqa):
   """Prefill + one step over the cache give the full forward's logits at those positions."""
-  _, cfg, params = loaded
+  _, cfg, params = gqa
   tokens = np.random.RandomState(1).randint(0, cfg.vocab_size, (2, 9)).astype(np.int32)
   full = np.asarray(llama.apply(cfg, params, tokens))
   pad = jnp.zeros((2,), jnp.int32)
@@ -68,8 +93,8 @@ def test_cache_logits_match_fullforward(loaded):
   np.testing.assert_allclose(np.asarray(step)[:, 0], full[:, 8], atol=1e-4, rtol=0)
 
 
-def test_tiny_top_p_is_greedy(loaded):
-  _, cfg, params = loaded
+def test_tiny_top_p_is_greedy(gqa):
+  _, cfg, params = gqa
   prompts = _prompts(cfg.vocab_size, seed=2)
   greedy = decode.generate(cfg, params, prompts, decode.Sampling(max_new_tokens=6))
   nucleus = decode.generate(cfg, params, prompts, decode.Sampling(temperature=1.0, top_p=1e-6, max_new_tokens=6),
@@ -98,13 +123,13 @@ def test_truncate_at_stop():
   assert decode.truncate_at_stop("abc", ["x"]) == ("abc", False)
 
 
-def test_sharded_on_the_training_mesh_gives_the_same_tokens(loaded):
+def test_sharded_on_the_training_mesh_gives_the_same_tokens(gqa):
   """Params sharded as the trainer shards them (fsdp x tensor), cache constrained by the same rules."""
   import flax.linen as nn
   from configs import base
   from heph_jax.parallel.mesh import make_mesh, rules_tuple
   from heph_jax.training.state import param_shardings
-  _, cfg, params = loaded
+  _, cfg, params = gqa
   prompts = _prompts(cfg.vocab_size, seed=5) + [[5, 6]]  # 4 rows: divisible by data x fsdp
   sampling = decode.Sampling(max_new_tokens=6)
   single = decode.generate(cfg, params, prompts, sampling)
