@@ -100,6 +100,9 @@ def get_config():
       max_record_bytes=8_000_000,
   ))
 
+  # Function-calling eval in the loop (BFCL AST scoring): heph_jax/evaluate/in_loop.py.
+  from heph_jax.evaluate.in_loop import default_config as _eval_defaults
+  config.eval = _eval_defaults()
   from heph_jax.parallel.distributed import default_config as _distributed_defaults
   config.distributed = _distributed_defaults()
   return config

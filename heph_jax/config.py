@@ -111,6 +111,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
   if config.init_from and not str(config.init_from).startswith(("hf:", "ckpt:")):
     _fail("init_from", f"must start with 'hf:' (Hugging Face directory) or 'ckpt:' (heph_jax workdir "
           f"or checkpoint step directory), got {config.init_from!r}")
+  from heph_jax.evaluate.in_loop import validate_config as validate_eval_config
+  validate_eval_config(config)
   if check_data:
     from heph_jax.data.pipeline.config import validate_data_config  # late: keeps this module light
     validate_data_config(config.data)

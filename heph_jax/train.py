@@ -161,6 +161,9 @@ def _loop(run: _Run, manager, state: dict, start: int) -> tuple[int, dict]:
   preemption = _Preemption()
   progress = metrics_lib.report_progress(run.writer, config.num_train_steps, config.log_every_steps)
   guard = guard_lib.NonFiniteGuard(config.skip_nonfinite_steps, run.say)
+  from heph_jax.evaluate.in_loop import FunctionCallingEval
+  fc_eval = FunctionCallingEval(config, run.model_cfg, run.tokenizer, run.workdir, run.writer,
+                                run.program.batch_sharding)
   step, eval_losses, unchecked = start, {}, None
   while step < config.num_train_steps:
     local = run.train_iter.next_with_tasks()
@@ -182,6 +185,7 @@ def _loop(run: _Run, manager, state: dict, start: int) -> tuple[int, dict]:
     if _every(step, config.eval_every_steps, last) and run.eval_sets:
       eval_losses = _evaluate(run, state["params"])
       run.writer.write_scalars(step, eval_losses)
+    fc_eval.maybe_run(step, state["params"], last)
     if config.hf_export_every_steps and _every(step, config.hf_export_every_steps, last):
       from heph_jax.export import hf
       hf.save(run.model_cfg, state["params"], os.path.join(run.workdir, "hf", f"step_{step}"),

@@ -92,6 +92,10 @@ class ConsoleWriter(_ScalarsOnly):
     if "steps_per_sec" in scalars:
       self._steps_per_sec = float(scalars["steps_per_sec"])
     evals = {k.split("/", 1)[1]: v for k, v in scalars.items() if k.startswith("eval_loss/")}
+    calls = {k.split("/", 1)[1]: v for k, v in scalars.items() if k.startswith("fc_accuracy/")}
+    if calls:
+      print(f"step {step}/{self.num_train_steps} | function calling "
+            + " ".join(f"{k} {v:.3f}" for k, v in calls.items()), flush=True)
     if "loss" not in scalars and not evals:
       return
     parts = [f"step {step}/{self.num_train_steps}"]

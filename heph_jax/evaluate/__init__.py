@@ -1,0 +1,1 @@
+"""Function-calling evaluation: BFCL questions -> prompts -> generations -> parsed calls -> AST score."""

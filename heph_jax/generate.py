@@ -1,0 +1,68 @@
+"""python -m heph_jax.generate --workdir DIR [--step N] | --hf DIR --prompt "..." [--max_new_tokens 64]
+[--temperature 0.7 --top_p 0.9] [--chat]: a quick look at what a checkpoint writes (prints the text)."""
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+
+from heph_jax.errors import HephError
+
+flags.DEFINE_string("workdir", None, "heph_jax run directory (its newest checkpoint unless --step).")
+flags.DEFINE_integer("step", None, "Checkpoint step of --workdir.")
+flags.DEFINE_string("hf", None, "Hugging Face Llama/Mistral directory (instead of --workdir).")
+flags.DEFINE_string("tokenizer", None, "sp:PATH or hf:DIR; default: the run's / the HF directory's.")
+flags.DEFINE_multi_string("prompt", None, "Prompt text (repeat for a batch).")
+flags.mark_flag_as_required("prompt")
+flags.DEFINE_bool("chat", False, "Wrap each prompt as a user turn (chat template, else forge-v1).")
+flags.DEFINE_integer("max_new_tokens", 64, "Generation length limit.")
+flags.DEFINE_float("temperature", 0.0, "0 = greedy.")
+flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (with temperature > 0).")
+flags.DEFINE_integer("seed", 0, "Sampling seed.")
+FLAGS = flags.FLAGS
+
+
+def _prompt_text(prompt: str, tokenizer) -> str:
+  if not FLAGS.chat:
+    return prompt
+  from heph_jax.evaluate import prompts
+  from heph_jax.evaluate.data import Question
+  return prompts.render_prompt(Question("prompt", "", [{"role": "user", "content": prompt}], [], None), tokenizer)
+
+
+def run() -> list[str]:
+  import jax
+  from heph_jax.evaluate import load, prompts
+  from heph_jax.model import decode
+  model_cfg, params, tokenizer, _ = load.load(FLAGS.workdir, FLAGS.step, FLAGS.hf, FLAGS.tokenizer)
+  ids = []
+  for prompt in FLAGS.prompt:
+    row = tokenizer.encode(_prompt_text(prompt, tokenizer))
+    ids.append(([tokenizer.bos_id] if tokenizer.bos_id is not None else []) + row)
+  sampling = decode.Sampling(temperature=FLAGS.temperature, top_p=FLAGS.top_p, max_new_tokens=FLAGS.max_new_tokens,
+                             eos_ids=prompts.stop_ids(tokenizer), pad_id=tokenizer.pad_id)
+  outs = decode.generate(model_cfg, params, ids, sampling, rng=jax.random.PRNGKey(FLAGS.seed))
+  stops = prompts.stop_strings(tokenizer) if FLAGS.chat else []
+  return [decode.truncate_at_stop(tokenizer.decode([t for t in out if t not in sampling.eos_ids]), stops)[0]
+          for out in outs]
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # library INFO lines (Orbax restore) would drown the output
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from heph_jax.parallel.distributed import is_tpu_vm
+  if not is_tpu_vm():  # libtpu (test extra) probes for a TPU pod on any machine: keep it quiet
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+  try:
+    for text in run():
+      print(text)
+  except HephError as e:
+    print(f"heph_jax.generate: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)
