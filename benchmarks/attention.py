@@ -41,7 +41,7 @@ import numpy as np
 
 from heph_jax.kernels.cpu_attention import cpu_attention
 from heph_jax.kernels.flash_attention import flash_attention
-from heph_jax.model.attention import xla_attention
+from heph_jax.kernels.xla_attention import xla_attention
 
 IMPLS = {"pallas": flash_attention, "xla": xla_attention, "cpu": cpu_attention}
 CPU_IMPLS = ("pallas", "xla", "cpu")

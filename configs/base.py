@@ -5,6 +5,8 @@ assumptions, marked "assumed": common choices for Llama-3-8B continual pre-train
 """
 import ml_collections
 
+from heph_jax.parallel import rules
+
 
 def get_config():
   config = ml_collections.ConfigDict()
@@ -52,19 +54,8 @@ def get_config():
 
   # Mesh: product of sizes = device count; -1 fills. dcn_data spans slices (multi-slice pods).
   config.mesh = ml_collections.ConfigDict(dict(dcn_data=1, data=1, fsdp=-1, tensor=1))
-  # Logical axis -> mesh axes. One table, read by parallel/mesh.py only.
-  config.logical_axis_rules = (
-      ("batch", ("dcn_data", "data", "fsdp")),
-      ("seq", None),
-      ("embed", "fsdp"),
-      ("vocab", "tensor"),
-      ("mlp", "tensor"),
-      ("heads", "tensor"),
-      ("kv_heads", "tensor"),
-      ("head_dim", None),
-      ("layers", None),
-      ("norm", None),
-  )
+  # Logical axis -> mesh axes; the table and what is derived from it: heph_jax/parallel/rules.py.
+  config.logical_axis_rules = rules.DEFAULT_RULES
 
   config.data = ml_collections.ConfigDict(dict(
       tokenizer="sp:data/tokenizer/tokenizer.model",

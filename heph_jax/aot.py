@@ -5,9 +5,11 @@
 
 libtpu (the `test` extra, or `jax[tpu]`) provides compile-only devices of the topology; the XLA:TPU
 compiler then does the memory planning a real slice would. Prints one JSON object: peak HBM per
-chip against the chip's HBM, whether it fits, compile time, analytic FLOPs per step and, with
---step_time_s, the MFU that step time would mean. Exit status 0 = fits, 1 = does not fit (the
-compiler's out-of-memory message is in "compiler_message"), 2 = bad flags or config.
+chip against the chip's HBM, whether it fits, compile time, analytic FLOPs per step, the compiled
+step's own FLOP count against them (`compiled_to_analytic_flops`: a change that doubles the work
+shows here, on a CPU box) and, with --step_time_s, the MFU that step time would mean. Exit status
+0 = fits, 1 = does not fit (the compiler's out-of-memory message is in "compiler_message"),
+2 = bad flags or config.
 
 With --num_slices N > 1 the mesh gets a DCN data axis across slices: config.mesh.dcn_data is set
 to N when the config leaves it at 1. No data files or tokenizer are read.
@@ -27,14 +29,14 @@ for _key, _value in (("TPU_SKIP_MDS_QUERY", "1"), ("TPU_WORKER_HOSTNAMES", "loca
                      ("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")):
   os.environ.setdefault(_key, _value)
 
-from heph_jax.errors import ConfigError, HephError  # noqa: E402  (after the environment)
+from heph_jax.errors import HephError  # noqa: E402  (after the environment)
 from heph_jax.parallel import topology as topology_lib  # noqa: E402
 
 _OOM_MARKERS = ("RESOURCE_EXHAUSTED", "Ran out of memory", "CompileTimeHbmOom")
 _SIZE = r"([0-9.]+)([KMGT]?)"
 
 
-class LibtpuMissing(RuntimeError):
+class LibtpuMissing(HephError):
   """libtpu (the TPU compiler) is not installed."""
 
 
@@ -56,6 +58,25 @@ def _oom_figures(message: str) -> dict:
 
 def _is_oom(error: Exception) -> bool:
   return any(marker in str(error) for marker in _OOM_MARKERS)
+
+
+def _compiled_flops(compiled, num_chips: int, analytic_flops_per_step: float) -> dict:
+  """The compiler's own FLOP count of the step (XLA cost analysis of the partitioned program, one
+  chip's share) against the analytic model FLOPs (ModelConfig.flops_per_token x tokens).
+
+  Near 1 for unrolled layers without remat (the analytic count leaves out softmax, norms and the
+  optimizer: a few %); remat adds the recomputed forward (full: about +1/3 of the step). With
+  scan_layers the cost analysis counts the scanned layer body once, not once per layer, so the
+  ratio falls well below 1 there: compare unrolled configs (model.scan_layers=False)."""
+  costs = compiled.cost_analysis()
+  if isinstance(costs, (list, tuple)):  # older jax: one dict per program
+    costs = costs[0] if costs else {}
+  per_chip = float((costs or {}).get("flops", 0.0))
+  if per_chip <= 0:
+    return {}
+  per_step = per_chip * num_chips
+  return {"compiled_flops_per_chip": per_chip, "compiled_flops_per_step": per_step,
+          "compiled_to_analytic_flops": per_step / analytic_flops_per_step}
 
 
 def _prepare_config(config, topo: topology_lib.Topology, devices):
@@ -129,6 +150,7 @@ def check(config, accelerator: str, num_slices: int = 1, step_time_s: float = 0.
                   compiler_message=str(e).strip().splitlines()[0][:2000], **_oom_figures(str(e)))
     return report
   report["compile_time_s"] = time.perf_counter() - start
+  report.update(_compiled_flops(compiled, topo.num_chips, flops_per_step))
   memory = compiled.memory_analysis()
   peak = int(memory.peak_memory_in_bytes)
   report.update(
@@ -139,38 +161,32 @@ def check(config, accelerator: str, num_slices: int = 1, step_time_s: float = 0.
   return report
 
 
-def _define_flags():
+def define_flags(values, argv):
   from absl import flags
   from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
+  config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True,
+                                  flag_values=values, sys_argv=argv)
   flags.DEFINE_string("topology", None, "gcloud accelerator type (v5p-64, v5e-256, v6e-16, v4-32) or a "
-                      "libtpu topology (v5:4x4x12).")
-  flags.DEFINE_integer("num_slices", 1, "Slices joined over DCN (multi-slice); sets mesh.dcn_data.")
-  flags.DEFINE_float("step_time_s", 0.0, "A measured or hoped-for step time: reports the MFU it means.")
-  return flags.FLAGS
+                      "libtpu topology (v5:4x4x12).", flag_values=values)
+  flags.DEFINE_integer("num_slices", 1, "Slices joined over DCN (multi-slice); sets mesh.dcn_data.",
+                       flag_values=values)
+  flags.DEFINE_float("step_time_s", 0.0, "A measured or hoped-for step time: reports the MFU it means.",
+                     flag_values=values)
+  flags.mark_flags_as_required(["config", "topology"], flag_values=values)
 
 
-def main(argv):
-  del argv
-  from ml_collections import config_flags
-  flags = _FLAGS
-  if flags.config is None or not flags.topology:
-    print("heph_jax.aot: both --config and --topology are required", file=sys.stderr)
-    sys.exit(2)
-  try:
-    report = check(flags.config, flags.topology, flags.num_slices, flags.step_time_s)
-  except ConfigError as e:
-    print(f"heph_jax.aot: configuration error: {e}", file=sys.stderr)
-    sys.exit(2)
-  except (HephError, LibtpuMissing) as e:
-    print(f"heph_jax.aot: {e}", file=sys.stderr)
-    sys.exit(2)
-  report = {"config": config_flags.get_config_filename(flags["config"]), **report}
-  print(json.dumps(report, indent=1))
-  sys.exit(0 if report["fits"] else 1)
+def _run(args, positional) -> int:
+  del positional
+  report = check(args.config, args.topology, args.num_slices, args.step_time_s)
+  print(json.dumps({"config": args.config_filename, **report}, indent=1))
+  return 0 if report["fits"] else 1
+
+
+def main(argv=None) -> int:
+  """Exit 0: fits; 1: does not fit; 2: bad flags or config, or no libtpu (heph_jax/cli.py)."""
+  from heph_jax import cli
+  return cli.run("heph_jax.aot", define_flags, _run, argv)
 
 
 if __name__ == "__main__":
-  from absl import app
-  _FLAGS = _define_flags()
-  app.run(main)
+  sys.exit(main())

@@ -40,8 +40,16 @@ def parse(prog: str, define: Define, argv: Sequence[str] | None = None
 
 
 def namespace(values: flags.FlagValues) -> types.SimpleNamespace:
-  """The parsed values as attributes (args.workdir), as a body reads them."""
-  return types.SimpleNamespace(**{name: values[name].value for name in values})
+  """The parsed values as attributes (args.workdir), as a body reads them; a config-file flag also
+  gives `<name>_filename`, the path it was read from."""
+  from ml_collections import config_flags
+  args = {name: values[name].value for name in values}
+  for name in list(args):
+    try:
+      args[f"{name}_filename"] = config_flags.get_config_filename(values[name])
+    except TypeError:  # not a config-file flag
+      pass
+  return types.SimpleNamespace(**args)
 
 
 def run(prog: str, define: Define, body: Body, argv: Sequence[str] | None = None) -> int:

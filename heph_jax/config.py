@@ -87,12 +87,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
     _fail("seq_len", f"{config.seq_len} exceeds model.max_position_embeddings="
           f"{model_cfg.max_position_embeddings}")
   from heph_jax.parallel.mesh import mesh_shape  # late: avoids importing jax for config-only use
+  from heph_jax.parallel.rules import batch_shards
   shape = mesh_shape(config.mesh, num_devices)
-  batch_shards = shape["dcn_data"] * shape["data"] * shape["fsdp"]
-  if batch % (config.grad_accum_steps * batch_shards):
+  shards, axes = batch_shards(shape, config.logical_axis_rules)
+  if batch % (config.grad_accum_steps * shards):
+    split = " x ".join(f"{a}={shape[a]}" for a in axes) or "none"
     _fail("global_batch_size", f"{batch} sequences must split into grad_accum_steps="
-          f"{config.grad_accum_steps} microbatches, each divisible by the {batch_shards} batch shards "
-          f"of the mesh (dcn_data x data x fsdp = {shape['dcn_data']}x{shape['data']}x{shape['fsdp']})")
+          f"{config.grad_accum_steps} microbatches, each divisible by the {shards} batch shards "
+          f"of the mesh ({split}: the 'batch' rule of logical_axis_rules)")
   if batch % num_processes:
     _fail("global_batch_size", f"{batch} is not divisible by the {num_processes} processes")
   tensor = shape["tensor"]
@@ -119,13 +121,19 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
 
 
 def _check_attention_impl(impl: str, platform: str) -> None:
-  if impl != "cpu":
-    return
-  if platform != "cpu":
+  if impl == "cpu" and platform != "cpu":
     _fail("model.attention_impl", f"'cpu' is a kernel for CPU devices and this run is on {platform!r}; "
           "use 'pallas' (TPU/GPU) or 'xla'")
+
+
+def build_kernels(config: ml_collections.ConfigDict) -> None:
+  """Builds what the config's attention kernel needs before anything compiles (run start, after
+  validate): the C++ kernel of attention_impl="cpu" is compiled once per machine and cached, and a
+  build failure is reported here, naming the key, not in the middle of tracing the model."""
+  if config.model.attention_impl != "cpu":
+    return
   from heph_jax.kernels import cpu_attention  # late: imports jax
   try:
-    cpu_attention.build()  # compiled once per machine and cached: fails here, not mid-compile
+    cpu_attention.build()
   except cpu_attention.KernelBuildError as e:
     _fail("model.attention_impl", str(e))

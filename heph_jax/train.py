@@ -104,6 +104,7 @@ def _setup(config, workdir: str) -> _Run:
 
   _resolve_tokenizer(config)
   config_lib.validate(config, jax.device_count(), jax.process_count(), platform=jax.default_backend())
+  config_lib.build_kernels(config)
   model_cfg = config_lib.model_config(config)
   primary = jax.process_index() == 0
   say = (lambda message: print(message, flush=True)) if primary else (lambda message: None)

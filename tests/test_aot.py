@@ -129,3 +129,23 @@ def test_too_large_batch_does_not_fit_and_the_cli_says_so():
 def test_config_errors_name_the_key():
   with pytest.raises(ConfigError, match="global_batch_size"):
     aot.check(_config("llama3_8b_stage1", global_batch_size=100), "v5p-64")
+
+
+@pytest.mark.parametrize("remat", ["none", "full"])
+def test_compiled_flops_match_the_analytic_count(remat):
+  """XLA:TPU's own FLOP count of the partitioned step (one chip, x chips) against the analytic
+  6N + attention count: close to 1 for unrolled layers without remat (softmax, norms and the
+  optimizer are left out of the analytic count); full remat recomputes the forward pass (about a
+  third of the step) on top. A change that doubled the step's work would leave both ranges."""
+  report = aot.check(_config("tiny", **{"model.scan_layers": False, "model.remat_policy": remat}),
+                     "v5e-4")
+  ratio = report["compiled_to_analytic_flops"]
+  assert report["compiled_flops_per_step"] == pytest.approx(4 * report["compiled_flops_per_chip"])
+  low, high = (0.95, 1.15) if remat == "none" else (1.15, 1.45)
+  assert low < ratio < high, report
+
+
+def test_cli_missing_flag_is_a_usage_error():
+  result = subprocess.run([sys.executable, "-m", "heph_jax.aot", "--config", "configs/tiny.py"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2 and "heph_jax.aot: --topology is required" in result.stderr, result.stderr

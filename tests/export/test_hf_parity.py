@@ -46,7 +46,7 @@ def test_logits_match_transformers(hf_checkpoint):
 
 
 def test_logits_match_transformers_over_several_attention_blocks(hf_checkpoint):
-  """Seq 300: the XLA path splits causal attention into query blocks (heph_jax/model/attention.py)."""
+  """Seq 300: the XLA path splits causal attention into query blocks (heph_jax/kernels/xla_attention.py)."""
   name, model, hf_dir = hf_checkpoint
   window = getattr(model.config, "sliding_window", None)
   model.config.sliding_window = None  # heph_jax attends over the full causal context (documented)

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 from jax.sharding import AxisType
 
 from heph_jax.kernels.flash_attention import BlockSizes, flash_attention, mha_reference
-from heph_jax.model.attention import xla_attention
-from heph_jax.model.attention_kernels import pallas_attention
+from heph_jax.kernels.xla_attention import xla_attention
+from heph_jax.model.attention import pallas_attention
 
 from attention_testing import (assert_close, attention_inputs, random_segments, relative_error,
                                sharded_value_and_grads, value_and_grads)

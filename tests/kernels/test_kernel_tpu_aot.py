@@ -21,7 +21,7 @@ from jax.experimental.topologies import get_topology_desc
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from heph_jax.kernels.flash_attention import BlockSizes, flash_attention
-from heph_jax.model.attention_kernels import pallas_attention
+from heph_jax.model.attention import pallas_attention
 
 pytestmark = pytest.mark.tpu_aot
 

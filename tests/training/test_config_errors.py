@@ -68,3 +68,15 @@ def test_cpu_attention_is_refused_for_tpu():
   config = tiny_test_config({"sources": {}, "tokenizer": ""}, **{"model.attention_impl": "cpu"})
   with pytest.raises(ConfigError, match=r"config\.model\.attention_impl: 'cpu' .* on 'tpu'"):
     config_lib.validate(config, 8, check_data=False, platform="tpu")
+
+
+def test_validation_does_not_build_the_cpu_kernel(tmp_path, monkeypatch):
+  """validate() only checks; the C++ build happens at run start (build_kernels), naming the key."""
+  from heph_jax import config as config_lib
+  monkeypatch.setenv("HEPH_JAX_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setenv("CXX", "/nonexistent/g++")
+  config = tiny_test_config({"sources": {}, "tokenizer": ""}, **{"model.attention_impl": "cpu"})
+  config_lib.validate(config, 8, check_data=False, platform="cpu")
+  assert not (tmp_path / "cache").exists()
+  with pytest.raises(ConfigError, match=r"config\.model\.attention_impl.*/nonexistent/g\+\+"):
+    config_lib.build_kernels(config)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from heph_jax.kernels.flash_attention import mha_reference
-from heph_jax.model.attention import xla_attention
+from heph_jax.kernels.xla_attention import xla_attention
 from heph_jax.model.llama import _REMAT_POLICIES
 
 from attention_testing import (assert_close, assert_remat_invariant, attention_inputs,
