@@ -16,8 +16,17 @@ sum(attention(q, k, v) * cotangent) and its gradients for q, k and v (causal, pa
               x seq floats per thread (linear in seq).
   tpu_<gen>.* AOT-compiled by libtpu for one chip of that TPU generation, the real Mosaic kernel
               against XLA:TPU, bfloat16: peak_bytes (the compiler's peak) and temp_bytes. No timing.
-The figure the benchmark exists for: temp bytes must grow linearly with seq for pallas (x2 per
-doubling, see *_growth) and quadratically for xla (x4).
+  device      with --on_device: fwd+bwd seconds on the default accelerator (pallas on TPU, xla
+              elsewhere) for the packed rows against one document per row (median of --repeats);
+              the CPU and AOT figures are skipped (benchmarks/device_check.sh).
+  pallas_blocks  the (query block, key block) tiles the Pallas kernels compute (their own count,
+              interpret mode) for rows packed with --doc_len-token documents against one document
+              and against causal-only skipping (no segment ids), with the block sizes a run on
+              --tpu's generation gets by default: packed_over_causal is the work segment skipping
+              saves (forward + dq + dk/dv).
+The figures the benchmark exists for: temp bytes must grow linearly with seq for pallas (x2 per
+doubling, see *_growth) and quadratically for xla (x4); packed rows must cost the kernels a
+fraction of the causal triangle.
 """
 from __future__ import annotations
 
@@ -40,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from heph_jax.kernels.cpu_attention import cpu_attention
-from heph_jax.kernels.flash_attention import flash_attention
+from heph_jax.kernels.flash_attention import computed_blocks, flash_attention, resolve_block_sizes
 from heph_jax.kernels.xla_attention import xla_attention
 
 IMPLS = {"pallas": flash_attention, "xla": xla_attention, "cpu": cpu_attention}
@@ -61,9 +70,9 @@ def packed_segments(batch, seq, seed=0):
   return ids
 
 
-def step_fn(impl):
+def step_fn(impl, **kwargs):
   def loss(q, k, v, segment_ids, cotangent):
-    out = IMPLS[impl](q, k, v, segment_ids, causal=True)
+    out = IMPLS[impl](q, k, v, segment_ids, causal=True, **kwargs)
     return jnp.sum(out.astype(jnp.float32) * cotangent)
   return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
 
@@ -126,6 +135,52 @@ def tpu_figures(args, seq, generation):
   return figures
 
 
+def block_figures(args, seq):
+  kind = {"v5e": "TPU v5 lite", "v5p": "TPU v5", "v6e": "TPU v6 lite"}.get(args.tpu, "")
+  blocks = resolve_block_sizes((), device_kind=kind, seq_len=seq, head_dim=args.head_dim)
+  q = jnp.zeros((1, seq, 1, args.head_dim), jnp.bfloat16)
+  docs = np.minimum(np.arange(seq) // args.doc_len + 1, seq // args.doc_len).astype(np.int32)
+  rows = {"causal_only": None, f"documents_of_{args.doc_len}": jnp.asarray(docs)[None],
+          "one_document": jnp.ones((1, seq), jnp.int32)}
+  figures = {"block_sizes": list(blocks.values()), "generation": args.tpu or "default"}
+  for name, segment_ids in rows.items():
+    figures[name] = computed_blocks(q, q, q, segment_ids, block_sizes=blocks)
+  packed = figures[f"documents_of_{args.doc_len}"]["total"]
+  figures["packed_over_causal"] = round(packed / figures["causal_only"]["total"], 4)
+  figures["one_document_over_causal"] = round(
+      figures["one_document"]["total"] / figures["causal_only"]["total"], 4)
+  return figures
+
+
+def device_figures(args, seq):
+  impl = "pallas" if jax.default_backend() == "tpu" else "xla"
+  dtype = jnp.bfloat16
+  keys = jax.random.split(jax.random.PRNGKey(seq), 4)
+  q, k, _, _, cotangent = shapes(args, seq, dtype)
+  inputs = [jax.random.normal(keys[0], q.shape, dtype), jax.random.normal(keys[1], k.shape, dtype),
+            jax.random.normal(keys[2], k.shape, dtype)]
+  docs = np.minimum(np.arange(seq) // args.doc_len + 1, seq // args.doc_len).astype(np.int32)
+  rows = {"packed": np.tile(docs, (args.batch, 1)), "one_document": np.ones((args.batch, seq), np.int32)}
+  kind = jax.devices()[0].device_kind
+  blocks = {}
+  if impl == "pallas":  # the blocks a run on this generation gets
+    blocks["block_sizes"] = resolve_block_sizes((), device_kind=kind, seq_len=seq, head_dim=args.head_dim)
+  step = step_fn(impl, **blocks)
+  figures = {"impl": impl, "device_kind": kind}
+  for name, ids in rows.items():
+    call = (*inputs, jnp.asarray(ids), jax.random.normal(keys[3], cotangent.shape, jnp.float32))
+    jax.block_until_ready(step(*call))
+    times = []
+    for _ in range(args.repeats):
+      start = time.perf_counter()
+      jax.block_until_ready(step(*call))
+      times.append(time.perf_counter() - start)
+    figures[f"{name}_seconds"] = statistics.median(times)
+  figures["one_document_over_packed"] = round(figures["one_document_seconds"] /
+                                              figures["packed_seconds"], 2)
+  return figures
+
+
 def growth(previous, current, key):
   try:
     impls = [impl for impl in IMPLS if impl in current]
@@ -144,6 +199,10 @@ def main():
   parser.add_argument("--cpu_dtype", default="float32", help="bf16 matmuls are slow on CPU")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--tpu", default="v5e", help="TPU generation for AOT memory; '' to skip")
+  parser.add_argument("--on_device", action="store_true",
+                      help="time on the default accelerator instead of the CPU and AOT figures")
+  parser.add_argument("--doc_len", type=int, default=512, help="document length of the packed rows "
+                      "whose computed blocks pallas_blocks counts")
   args = parser.parse_args()
   if args.tpu and args.tpu not in TOPOLOGIES:
     parser.error(f"--tpu must be one of {sorted(TOPOLOGIES)} or '', got {args.tpu!r}")
@@ -152,6 +211,13 @@ def main():
   except ImportError:
     args.tpu = ""
 
+  if args.on_device:
+    for seq in (int(s) for s in args.seqs.split(",")):
+      print(json.dumps({"benchmark": "attention_fwd_bwd_device", "seq": seq, "batch": args.batch,
+                        "heads": args.heads, "kv_heads": args.kv_heads, "head_dim": args.head_dim,
+                        "doc_len": args.doc_len, "device": device_figures(args, seq),
+                        "pallas_blocks": block_figures(args, seq)}), flush=True)
+    return
   previous = None
   for seq in (int(s) for s in args.seqs.split(",")):
     line = {"benchmark": "attention_fwd_bwd", "seq": seq, "batch": args.batch, "heads": args.heads,
@@ -160,6 +226,7 @@ def main():
             "note": "cpu pallas = interpret mode (an XLA loop), times only indicative"}
     line["cpu"]["xla_over_pallas_temp_bytes"] = round(
         line["cpu"]["xla"]["temp_bytes"] / max(line["cpu"]["pallas"]["temp_bytes"], 1), 2)
+    line["pallas_blocks"] = block_figures(args, seq)
     if args.tpu:
       line[f"tpu_{args.tpu}"] = tpu_figures(args, seq, args.tpu)
     if previous is not None:

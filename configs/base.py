@@ -44,6 +44,7 @@ def get_config():
       bos_token_id=1, eos_token_id=2,
       dtype="bfloat16", param_dtype="float32", attention_impl="xla", scan_layers=True,
       remat_policy="none",
+      attention_block_sizes=(),  # pallas tiles: () = per TPU generation; (q, k) or 6 ints
   ))
 
   config.optimizer = ml_collections.ConfigDict(dict(

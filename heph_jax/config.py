@@ -103,6 +103,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, num_processes:
           f"{model_cfg.num_attention_heads} nor num_key_value_heads={model_cfg.num_key_value_heads}")
   if platform is not None:
     _check_attention_impl(model_cfg.attention_impl, platform)
+  if model_cfg.attention_impl == "pallas" and model_cfg.attention_block_sizes:
+    from heph_jax.kernels.flash_attention import resolve_block_sizes  # late: imports jax
+    resolve_block_sizes(model_cfg.attention_block_sizes, device_kind="", seq_len=config.seq_len,
+                        head_dim=model_cfg.head_dim, itemsize=2 if model_cfg.dtype != "float32" else 4)
   opt = config.optimizer
   if opt.schedule not in ("cosine", "wsd", "constant", "linear"):
     _fail("optimizer.schedule", f"must be 'cosine', 'wsd', 'linear' or 'constant', got {opt.schedule!r}")

@@ -6,8 +6,9 @@
 q [B, S, H, D]; k and v [B, S, KV, D] with H a multiple of KV (grouped-query attention: each kv
 head serves H/KV query heads straight from HBM, never repeated). segment_ids [B, S] int32 (>= 0):
 a token attends only to tokens with the same id (0, the padding id, included, as in the XLA path).
-The forward is an online softmax that skips causal blocks above the diagonal; the backward is a
-jax.custom_vjp with Pallas kernels for dq and for dk/dv that reuse the forward's log-sum-exp.
+The forward is an online softmax that skips the blocks no query may attend to: above the causal
+diagonal and, with segment ids, across documents (packed rows); the backward is a jax.custom_vjp
+with Pallas kernels for dq and for dk/dv that reuse the forward's log-sum-exp and skip the same way.
 bfloat16 inputs accumulate in float32.
 
 interpret=None runs the Mosaic kernel when lowered for TPU and Pallas interpret mode (plain XLA)
@@ -25,6 +26,8 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+
+from heph_jax.errors import ConfigError
 
 from . import flash_attention_kernels as kernels
 
@@ -55,6 +58,77 @@ class BlockSizes:
 
   def values(self):
     return tuple(getattr(self, field.name) for field in dataclasses.fields(self))
+
+
+# Default blocks per TPU generation (jax device_kind), as BlockSizes fields: (block_q, block_k) of the
+# forward, the dq and the dk/dv kernel. Larger tiles amortise the ~0.35 us per grid step and feed the
+# MXU longer; smaller ones skip packed documents at a finer grain (a 512-token document in 512-row
+# blocks skips every cross-document block) and leave VMEM for double buffering. Assumed values
+# (the ones MaxText's splash attention uses, 512, with longer key blocks where the MXU is 256 wide
+# (v6e) or VMEM is larger (v4/v5p)): none has been timed on a chip here (benchmarks/device_check.sh
+# does that when one is lent). Other backends (GPU, interpret mode) keep the 128 minimum.
+GENERATION_BLOCKS = {
+    "TPU v4": (512, 1024, 512, 512, 512, 512),
+    "TPU v5 lite": (512, 512, 512, 512, 512, 512),
+    "TPU v5": (512, 1024, 512, 512, 512, 512),
+    "TPU v6 lite": (512, 1024, 512, 1024, 1024, 512),
+}
+# Mosaic's default scoped VMEM (16 MiB on v5e, the smallest): a block choice whose estimate passes
+# this fits every generation without raising the compiler's limit.
+SCOPED_VMEM_BYTES = 16 * 2 ** 20
+
+
+def default_block_sizes(device_kind: str) -> "BlockSizes":
+  return BlockSizes(*GENERATION_BLOCKS.get(device_kind, (LANES,) * 6))
+
+
+def vmem_bytes(blocks: "BlockSizes", head_dim: int, itemsize: int) -> int:
+  """Estimated VMEM of the largest of the three kernels: double-buffered tiles, float32 scratch and
+  two float32 [block_q, block_k] temporaries (scores, probabilities; Mosaic reuses the others)."""
+  fwd_q, fwd_k, dq_q, dq_k, dkv_q, dkv_k = blocks.values()
+  tiles = {  # (rows of q-sized tiles, rows of k-sized tiles, float32 scratch rows)
+      "forward": (2 * fwd_q, 2 * fwd_k, fwd_q, fwd_q, fwd_k),
+      "dq": (3 * dq_q, 2 * dq_k, dq_q, dq_q, dq_k),
+      "dkv": (2 * dkv_q, 4 * dkv_k, 2 * dkv_k, dkv_q, dkv_k),
+  }
+  return max(2 * (q_rows + k_rows) * head_dim * itemsize + scratch * head_dim * 4 + 2 * bq * bk * 4
+             for q_rows, k_rows, scratch, bq, bk in tiles.values())
+
+
+def resolve_block_sizes(values, *, device_kind: str, seq_len: int, head_dim: int, itemsize: int = 2,
+                        key: str = "model.attention_block_sizes") -> "BlockSizes":
+  """The block sizes a run uses: `values` () = the generation's default (each halved, down to 128,
+  until it divides seq_len); 2 ints = (block_q, block_k) for all three kernels; 6 ints = the
+  BlockSizes fields. Raises ConfigError naming `key` for a block that is not a multiple of 128,
+  does not divide seq_len (every row would be padded), or overflows VMEM at this head_dim."""
+  values = tuple(values or ())
+  if not values:
+    blocks = list(default_block_sizes(device_kind).values())
+    for n, block in enumerate(blocks):
+      while block > LANES and seq_len > block and seq_len % block:
+        block //= 2
+      blocks[n] = block
+    return BlockSizes(*blocks)
+  if len(values) == 2:
+    values = values * 3
+  if len(values) != 6:
+    raise ConfigError(f"config.{key}: give () for the TPU generation's default, 2 ints (block_q, "
+                      f"block_k) or 6 (forward, dq, dk/dv pairs), got {values!r}")
+  try:
+    blocks = BlockSizes(*values)
+  except ValueError as e:
+    raise ConfigError(f"config.{key}: {e}") from None
+  for name, block in zip(("block_q", "block_k", "block_q_dq", "block_k_dq", "block_q_dkv",
+                          "block_k_dkv"), blocks.values()):
+    if seq_len > block and seq_len % block:
+      raise ConfigError(f"config.{key}: {name}={block} does not divide seq_len={seq_len}; every row "
+                        "would be padded to a multiple of it (use a power of two)")
+  needed = vmem_bytes(blocks, head_dim, itemsize)
+  if needed > SCOPED_VMEM_BYTES:
+    raise ConfigError(f"config.{key}: {values} need about {needed / 2 ** 20:.1f} MiB of VMEM at "
+                      f"head_dim={head_dim}, over the {SCOPED_VMEM_BYTES // 2 ** 20} MiB Mosaic gives a "
+                      "kernel by default; use smaller blocks")
+  return blocks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +222,42 @@ def flash_attention(q, k, v, segment_ids=None, *, causal: bool = True,
   out = _flash(plan, _to_kernel_layout(q, fused), _to_kernel_layout(k, fused),
                _to_kernel_layout(v, fused), segments)
   return _from_kernel_layout(out, fused, heads)[:, :seq]
+
+
+def computed_blocks(q, k, v, segment_ids=None, *, causal: bool = True,
+                    block_sizes: Optional[BlockSizes] = None) -> dict:
+  """How many (query block, key block) tiles each kernel computes for these inputs, counted by the
+  kernels themselves (their count outputs, interpret mode, any backend): {"forward", "dq", "dkv",
+  "total", "grid"}; "grid" is the number of tiles of the full square, over all heads."""
+  _check_inputs(q, k, v, segment_ids)
+  batch, seq, heads, head_dim = q.shape
+  padded, blocks = _plan_blocks(seq, block_sizes or BlockSizes())
+  widths = ((0, 0), (0, padded - seq), (0, 0), (0, 0))
+  q, k, v = (jnp.pad(x, widths) for x in (q, k, v))
+  segments = None
+  if segment_ids is not None:
+    segments = jnp.pad(segment_ids.astype(jnp.int32), ((0, 0), (0, padded - seq)),
+                       constant_values=_PAD_SEGMENT)[:, None, :]
+  fused = head_dim % LANES == 0
+  layout = kernels.Layout(fused=fused, batch=batch, seq=padded, heads=heads, kv_heads=k.shape[2],
+                          head_dim=head_dim)
+  q, k, v = (_to_kernel_layout(x, fused) for x in (q, k, v))
+  lse = di = jnp.zeros((batch, heads, 1, padded), jnp.float32)
+  common = dict(layout=layout, causal=bool(causal), sm_scale=1.0, interpret=True, count=True)
+  fwd_q, fwd_k, dq_q, dq_k, dkv_q, dkv_k = blocks
+  counts = {
+      "forward": (kernels.forward(q, k, v, segments, block_q=fwd_q, block_k=fwd_k, **common)[2],
+                  fwd_q),
+      "dq": (kernels.backward_dq(q, k, v, segments, q, lse, di, block_q=dq_q, block_k=dq_k,
+                                 **common)[1], dq_q),
+      "dkv": (kernels.backward_dkv(q, k, v, segments, q, lse, di, block_q=dkv_q, block_k=dkv_k,
+                                   **common)[2], dkv_k),
+  }
+  # Each row of blocks wrote its count into all its lanes: read one lane per block.
+  out = {name: int(jnp.sum(rows[..., ::block])) for name, (rows, block) in counts.items()}
+  out["total"] = out["forward"] + out["dq"] + out["dkv"]
+  out["grid"] = batch * heads * (padded // fwd_q) * (padded // fwd_k)
+  return out
 
 
 # ---- custom VJP over kernel-layout operands ----------------------------------------------------

@@ -14,9 +14,17 @@ ids are [B, 1, S] int32. Matmuls take the input dtype and accumulate in float32.
 Grids (the last axes are the sequential reductions):
   forward, dq: (B, H, S/block_q, S/block_k); kv head = h // group.
   dk/dv:       (B, KV, S/block_k, group, S/block_q); dk, dv sum over the group's query heads.
-Causal blocks strictly above the diagonal are skipped, and their index maps repeat a block that the
-next useful step needs, so the pipeline issues no DMA for them. Only blocks that straddle the diagonal
-build a causal mask.
+A block is computed only when some query of it may attend to some key of it: causally (not
+strictly above the diagonal) and, with segment ids, by segment (the ranges [min, max] of the ids in
+the query block and in the key block overlap). Packed rows of many short documents leave most of the
+causal triangle to cross-document blocks, which are skipped. The per-block ranges (padding kept
+apart) and, per query block (per key block for dk/dv), the first and last block it needs are computed once per call in
+plain XLA (`schedule`) and reach the kernels and their index maps by scalar prefetch (SMEM). The
+index maps clamp the reduction index into that [first, last] window, so a skipped step repeats the
+block the previous or next computed step uses and the pipeline issues no DMA for it. Only blocks that
+straddle the diagonal build a causal mask.
+
+`count=True` adds an output: how many blocks each kernel instance computed (tests, benchmarks).
 """
 from __future__ import annotations
 
@@ -83,7 +91,7 @@ def _segment_spec(block: int, index):
   return pl.BlockSpec((None, 1, block), index_map)
 
 
-def _needed(q_block, block_q, k_block, block_k):
+def _causal_needed(q_block, block_q, k_block, block_k):
   """Some query of the q block sees some key of the k block under the causal mask."""
   return k_block * block_k <= q_block * block_q + block_q - 1
 
@@ -93,15 +101,110 @@ def _on_diagonal(q_block, block_q, k_block, block_k):
   return k_block * block_k + block_k - 1 > q_block * block_q
 
 
-def _for_causal_blocks(causal, q_block, block_q, k_block, block_k, step):
-  """Run step(mask_causal) on the blocks that matter; blocks above the diagonal are skipped."""
-  if not causal:
-    step(False)
-    return
-  needed = _needed(q_block, block_q, k_block, block_k)
-  diagonal = _on_diagonal(q_block, block_q, k_block, block_k)
-  pl.when(jnp.logical_and(needed, diagonal))(lambda: step(True))
-  pl.when(jnp.logical_and(needed, jnp.logical_not(diagonal)))(lambda: step(False))
+# Scalar-prefetch operands (1-D int32, SMEM), in this order: per query block the min and max of its
+# positive segment ids and a flag word (1: holds padding id 0, 2: holds a negative id, such as the
+# sequence padding of flash_attention.py), per key block the same, then the window of the reduction
+# axis: for forward and dq the first/last key block of each query block, for dk/dv the first/last
+# query block of each key block. Padding is kept out of the ranges so that the one block where a
+# packed row's last document meets its padding does not look as if it held every document.
+SCHEDULE_FIELDS = ("q_min", "q_max", "q_flags", "k_min", "k_max", "k_flags", "first", "last")
+_INT_MAX, _INT_MIN = int(jnp.iinfo(jnp.int32).max), int(jnp.iinfo(jnp.int32).min)
+
+
+def _block_range(segments, block):
+  """[B, 1, S] ids -> (min, max of the positive ids, flags) per block, each [B, S // block]."""
+  rows = segments.reshape(segments.shape[0], -1, block)
+  positive = rows > 0
+  low = jnp.where(positive, rows, _INT_MAX).min(axis=-1)
+  high = jnp.where(positive, rows, _INT_MIN).max(axis=-1)
+  flags = jnp.any(rows == 0, axis=-1).astype(jnp.int32) + 2 * jnp.any(rows < 0, axis=-1)
+  return low, high, flags
+
+
+def _overlap(q_min, q_max, q_flags, k_min, k_max, k_flags):
+  """Some id may occur in both blocks (conservative: two different negative ids count as one)."""
+  ranges = jnp.logical_and(q_min <= k_max, k_min <= q_max)
+  return jnp.logical_or(ranges, (q_flags & k_flags) != 0)
+
+
+def schedule(segments, *, block_q, block_k, causal, by_query: bool):
+  """The SCHEDULE_FIELDS arrays for one kernel's blocks (plain XLA, once per call).
+
+  by_query=True: the window runs over key blocks per query block (forward, dq); False: over query
+  blocks per key block (dk/dv). Every query block needs at least its diagonal block (a token sees
+  itself), so each window is non-empty."""
+  q_stats = _block_range(segments, block_q)
+  k_stats = _block_range(segments, block_k)
+  needed = _overlap(*(x[:, :, None] for x in q_stats), *(x[:, None, :] for x in k_stats))
+  if causal:
+    i = jnp.arange(q_stats[0].shape[1])[:, None]
+    j = jnp.arange(k_stats[0].shape[1])[None, :]
+    needed &= _causal_needed(i, block_q, j, block_k)[None]
+  if not by_query:
+    needed = needed.transpose(0, 2, 1)
+  count = needed.shape[-1]
+  first = jnp.argmax(needed, axis=-1)
+  last = count - 1 - jnp.argmax(needed[..., ::-1], axis=-1)
+  return tuple(x.reshape(-1).astype(jnp.int32) for x in (*q_stats, *k_stats, first, last))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Skip:
+  """Which (q block, k block) steps a kernel computes, and where its index maps point otherwise.
+
+  `sched` holds the scalar-prefetch refs (SCHEDULE_FIELDS) when there are segment ids, else None
+  (causal-only skipping, from the block indices alone). `window` is the reduction axis of the
+  kernel's grid: "k" (forward, dq) or "q" (dk/dv)."""
+  causal: bool
+  block_q: int
+  block_k: int
+  num_q: int
+  num_k: int
+  window: str
+
+  def _window(self, sched, b, outer):
+    width = self.num_q if self.window == "k" else self.num_k
+    return sched[6][b * width + outer], sched[7][b * width + outer]
+
+  def needed(self, sched, b, q_block, k_block):
+    if sched is None:
+      return _causal_needed(q_block, self.block_q, k_block, self.block_k) if self.causal else True
+    q_stats = [sched[n][b * self.num_q + q_block] for n in range(3)]
+    k_stats = [sched[n][b * self.num_k + k_block] for n in range(3, 6)]
+    outer, inner = (q_block, k_block) if self.window == "k" else (k_block, q_block)
+    first, last = self._window(sched, b, outer)
+    inside = jnp.logical_and(first <= inner, inner <= last)
+    return jnp.logical_and(inside, _overlap(*q_stats, *k_stats))
+
+  def fetch(self, sched, b, outer, inner):
+    """The block of the reduction axis that step (outer, inner) loads."""
+    if sched is not None:
+      first, last = self._window(sched, b, outer)
+      return jnp.clip(inner, first, last)
+    if not self.causal:
+      return inner
+    if self.window == "k":  # skipped keys re-point at block 0, which the next query block starts with
+      return jnp.where(_causal_needed(outer, self.block_q, inner, self.block_k), inner, 0)
+    # dk/dv: query blocks before the diagonal re-point at the first one that is used.
+    first = (outer * self.block_k) // self.block_q
+    return jnp.where(_causal_needed(inner, self.block_q, outer, self.block_k), inner, first)
+
+  def run(self, sched, b, q_block, k_block, step, counter=None):
+    """step(mask_causal) on the blocks that are needed (see the module doc)."""
+    def counted(mask_causal):
+      step(mask_causal)
+      if counter is not None:
+        counter[0] += 1
+    needed = self.needed(sched, b, q_block, k_block)
+    if not self.causal:
+      if needed is True:
+        counted(False)
+      else:
+        pl.when(needed)(lambda: counted(False))
+      return
+    diagonal = _on_diagonal(q_block, self.block_q, k_block, self.block_k)
+    pl.when(jnp.logical_and(needed, diagonal))(lambda: counted(True))
+    pl.when(jnp.logical_and(needed, jnp.logical_not(diagonal)))(lambda: counted(False))
 
 
 def _mask(shape, query_axis, q_start, k_start, causal, q_segments, k_segments):
@@ -117,22 +220,19 @@ def _mask(shape, query_axis, q_start, k_start, causal, q_segments, k_segments):
   return mask
 
 
-def _split_segment_refs(has_segments, refs):
-  if has_segments:
-    return refs[0], refs[1], refs[2:]
-  return None, None, refs
-
-
 def _compiler_params(semantics):
   return pltpu.CompilerParams(dimension_semantics=semantics)
 
 
-def _call(kernel, *, grid, in_specs, out_specs, out_shape, scratch_shapes, semantics, cost, interpret,
-          name):
+def _call(kernel, *, grid, num_prefetch, in_specs, out_specs, out_shape, scratch_shapes, semantics,
+          cost, interpret, name):
   """pallas_call that lowers to Mosaic on TPU and to interpret mode elsewhere when interpret is None."""
+  grid_spec = pltpu.PrefetchScalarGridSpec(num_scalar_prefetch=num_prefetch, grid=grid,
+                                           in_specs=in_specs, out_specs=out_specs,
+                                           scratch_shapes=scratch_shapes)
+
   def build(interpret_mode):
-    return pl.pallas_call(kernel, out_shape=out_shape, grid=grid, in_specs=in_specs,
-                          out_specs=out_specs, scratch_shapes=scratch_shapes,
+    return pl.pallas_call(kernel, out_shape=out_shape, grid_spec=grid_spec,
                           compiler_params=_compiler_params(semantics), cost_estimate=cost,
                           interpret=interpret_mode, name=name)
 
@@ -144,25 +244,72 @@ def _call(kernel, *, grid, in_specs, out_specs, out_shape, scratch_shapes, seman
   return run
 
 
+class _Refs:
+  """Splits a kernel's refs: schedule (scalar prefetch), segment ids, the kernel's own operands,
+  and the block counter (output and SMEM scratch) of count mode."""
+
+  def __init__(self, refs, has_segments, count, num_scratch):
+    refs = list(refs)
+    self.sched = tuple(refs[:len(SCHEDULE_FIELDS)]) if has_segments else None
+    refs = refs[len(SCHEDULE_FIELDS):] if has_segments else refs
+    self.seg_q, self.seg_k = (refs[0], refs[1]) if has_segments else (None, None)
+    refs = refs[2:] if has_segments else refs
+    self.count_out = self.counter = None
+    if count:
+      self.counter = refs.pop()  # last scratch
+      self.count_out = refs.pop(len(refs) - num_scratch - 1)  # last output
+    self.operands = refs
+
+
+def _grid_index(num_grid, fn):
+  """An index map from fn(grid ids, schedule refs or None) (scalar-prefetch refs trail the ids)."""
+  return lambda *args: fn(args[:num_grid], args[num_grid:] or None)
+
+
+def _count_spec(block, num_grid, index):
+  """[1, block] int32 row of a count output shaped like lse ([B, heads, 1, S])."""
+  return _row_spec(block, _grid_index(num_grid, index))
+
+
+def _count_parts(count, layout, heads, block, num_grid, index):
+  if not count:
+    return [], [], []
+  return ([_count_spec(block, num_grid, index)],
+          [jax.ShapeDtypeStruct((layout.batch, heads, 1, layout.seq), jnp.int32)],
+          [pltpu.SMEM((1,), jnp.int32)])
+
+
+def _segment_inputs(segment_ids, sched, num_grid, block_q, block_k, q_seq, k_seq):
+  """(prefetch args, segment in_specs, segment args); q_seq/k_seq(ids, sched) -> (b, seq block)."""
+  if segment_ids is None:
+    return [], [], []
+  specs = [_segment_spec(block_q, _grid_index(num_grid, q_seq)),
+           _segment_spec(block_k, _grid_index(num_grid, k_seq))]
+  return list(sched), specs, [segment_ids, segment_ids]
+
+
 # ---- forward -----------------------------------------------------------------------------------
 
-def _forward_kernel(*refs, causal, sm_scale, block_q, block_k, has_segments):
-  seg_q_ref, seg_k_ref, refs = _split_segment_refs(has_segments, refs)
-  q_ref, k_ref, v_ref, o_ref, lse_ref, m_scratch, l_scratch, acc_scratch = refs
-  q_block, k_block = pl.program_id(2), pl.program_id(3)
+def _forward_kernel(*refs, skip, sm_scale, has_segments, count):
+  r = _Refs(refs, has_segments, count, 3)
+  q_ref, k_ref, v_ref, o_ref, lse_ref, m_scratch, l_scratch, acc_scratch = r.operands
+  b, q_block, k_block = pl.program_id(0), pl.program_id(2), pl.program_id(3)
+  block_q, block_k = skip.block_q, skip.block_k
 
   @pl.when(k_block == 0)
   def _init():
     m_scratch[...] = jnp.full(m_scratch.shape, -jnp.inf, jnp.float32)
     l_scratch[...] = jnp.zeros(l_scratch.shape, jnp.float32)
     acc_scratch[...] = jnp.zeros(acc_scratch.shape, jnp.float32)
+    if count:
+      r.counter[0] = 0
 
   def step(mask_causal):
     v = v_ref[...]  # [block_k, D]
     s = lax.dot_general(q_ref[...], k_ref[...], _NT, preferred_element_type=jnp.float32)
     s = s * sm_scale  # [block_q, block_k]
-    q_segments = None if seg_q_ref is None else seg_q_ref[...].T  # [block_q, 1]
-    k_segments = None if seg_k_ref is None else seg_k_ref[...]  # [1, block_k]
+    q_segments = None if r.seg_q is None else r.seg_q[...].T  # [block_q, 1]
+    k_segments = None if r.seg_k is None else r.seg_k[...]  # [1, block_k]
     mask = _mask(s.shape, 0, q_block * block_q, k_block * block_k, mask_causal, q_segments, k_segments)
     if mask is not None:
       s = jnp.where(mask, s, MASK_VALUE)
@@ -175,17 +322,20 @@ def _forward_kernel(*refs, causal, sm_scale, block_q, block_k, has_segments):
     acc_scratch[...] = alpha * acc_scratch[...] + pv
     m_scratch[...] = m_next
 
-  _for_causal_blocks(causal, q_block, block_q, k_block, block_k, step)
+  skip.run(r.sched, b, q_block, k_block, step, r.counter)
 
   @pl.when(k_block == pl.num_programs(3) - 1)
   def _finish():
     l = l_scratch[...]  # >= 1: the row maximum contributes exp(0)
     o_ref[...] = (acc_scratch[...] * (1.0 / l)).astype(o_ref.dtype)
     lse_ref[...] = (m_scratch[...] + jnp.log(l)).T  # [1, block_q]
+    if count:
+      r.count_out[...] = jnp.full(r.count_out.shape, r.counter[0], jnp.int32)
 
 
 def _attention_cost(layout, causal, matmuls, itemsize):
-  """Rough FLOPs/bytes so XLA can schedule around the kernel (it reports 0 otherwise)."""
+  """Rough FLOPs/bytes so XLA can schedule around the kernel (it reports 0 otherwise). Static: it
+  cannot see which blocks the segment ids let the kernel skip (count=True reports those)."""
   pairs = layout.batch * layout.heads * layout.seq * layout.seq * (0.5 if causal else 1.0)
   tiles = layout.batch * layout.seq * layout.head_dim * (2 * layout.heads + 2 * layout.kv_heads)
   return pl.CostEstimate(flops=int(2 * matmuls * pairs * layout.head_dim),
@@ -193,56 +343,71 @@ def _attention_cost(layout, causal, matmuls, itemsize):
                          bytes_accessed=int(tiles * itemsize))
 
 
-def forward(q, k, v, segment_ids, *, layout: Layout, causal, sm_scale, block_q, block_k, interpret):
-  """o (like q) and lse [B, H, 1, S] float32."""
+def _query_major_skip(layout, causal, block_q, block_k):
+  return _Skip(causal=causal, block_q=block_q, block_k=block_k, num_q=layout.seq // block_q,
+               num_k=layout.seq // block_k, window="k")
+
+
+def forward(q, k, v, segment_ids, *, layout: Layout, causal, sm_scale, block_q, block_k, interpret,
+            count=False):
+  """o (like q) and lse [B, H, 1, S] float32 (and, with count, blocks computed [B, H, 1, S])."""
   group, has_segments = layout.group, segment_ids is not None
   grid = (layout.batch, layout.heads, layout.seq // block_q, layout.seq // block_k)
+  n = len(grid)
+  skip = _query_major_skip(layout, causal, block_q, block_k)
+  sched = schedule(segment_ids, block_q=block_q, block_k=block_k, causal=causal,
+                   by_query=True) if has_segments else None
 
-  def kv_block(q_block, k_block):
-    if not causal:
-      return k_block
-    # A skipped step re-points at block 0, which the next query block starts with.
-    return jnp.where(_needed(q_block, block_q, k_block, block_k), k_block, 0)
+  def q_index(ids, sc):
+    b, h, i, _ = ids
+    return b, h, i
 
-  q_spec = layout.tile_spec(block_q, lambda b, h, i, j: (b, h, i))
-  kv_spec = layout.tile_spec(block_k, lambda b, h, i, j: (b, h // group, kv_block(i, j)))
-  in_specs, args = [q_spec, kv_spec, kv_spec], [q, k, v]
-  if has_segments:
-    in_specs = [_segment_spec(block_q, lambda b, h, i, j: (b, i)),
-                _segment_spec(block_k, lambda b, h, i, j: (b, kv_block(i, j)))] + in_specs
-    args = [segment_ids, segment_ids] + args
-  out_specs = [q_spec, _row_spec(block_q, lambda b, h, i, j: (b, h, i))]
+  def kv_index(ids, sc):
+    b, h, i, j = ids
+    return b, h // group, skip.fetch(sc, b, i, j)
+
+  q_spec = layout.tile_spec(block_q, _grid_index(n, q_index))
+  kv_spec = layout.tile_spec(block_k, _grid_index(n, kv_index))
+  prefetch, seg_specs, seg_args = _segment_inputs(
+      segment_ids, sched, n, block_q, block_k, lambda ids, sc: (ids[0], ids[2]),
+      lambda ids, sc: (ids[0], kv_index(ids, sc)[2]))
+  count_specs, count_shapes, count_scratch = _count_parts(count, layout, layout.heads, block_q, n,
+                                                          q_index)
+  out_specs = [q_spec, _row_spec(block_q, _grid_index(n, q_index))] + count_specs
   out_shape = [layout.tile_shape(layout.heads, q.dtype),
                jax.ShapeDtypeStruct((layout.batch, layout.heads, 1, layout.seq), jnp.float32)]
   scratch = [pltpu.VMEM((block_q, 1), jnp.float32), pltpu.VMEM((block_q, 1), jnp.float32),
-             pltpu.VMEM((block_q, layout.head_dim), jnp.float32)]
-  kernel = functools.partial(_forward_kernel, causal=causal, sm_scale=sm_scale, block_q=block_q,
-                             block_k=block_k, has_segments=has_segments)
-  call = _call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
-               scratch_shapes=scratch, semantics=("parallel", "parallel", "parallel", "arbitrary"),
+             pltpu.VMEM((block_q, layout.head_dim), jnp.float32)] + count_scratch
+  kernel = functools.partial(_forward_kernel, skip=skip, sm_scale=sm_scale,
+                             has_segments=has_segments, count=count)
+  call = _call(kernel, grid=grid, num_prefetch=len(prefetch), in_specs=seg_specs + [q_spec, kv_spec, kv_spec],
+               out_specs=out_specs, out_shape=out_shape + count_shapes, scratch_shapes=scratch,
+               semantics=("parallel", "parallel", "parallel", "arbitrary"),
                cost=_attention_cost(layout, causal, 2, q.dtype.itemsize), interpret=interpret,
                name="flash_attention_fwd")
-  o, lse = call(*args)
-  return o, lse
+  return tuple(call(*prefetch, *seg_args, q, k, v))
 
 
 # ---- backward: dq ------------------------------------------------------------------------------
 
-def _dq_kernel(*refs, causal, sm_scale, block_q, block_k, has_segments):
-  seg_q_ref, seg_k_ref, refs = _split_segment_refs(has_segments, refs)
-  q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref, dq_ref, dq_scratch = refs
-  q_block, k_block = pl.program_id(2), pl.program_id(3)
+def _dq_kernel(*refs, skip, sm_scale, has_segments, count):
+  r = _Refs(refs, has_segments, count, 1)
+  q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref, dq_ref, dq_scratch = r.operands
+  b, q_block, k_block = pl.program_id(0), pl.program_id(2), pl.program_id(3)
 
   @pl.when(k_block == 0)
   def _init():
     dq_scratch[...] = jnp.zeros(dq_scratch.shape, jnp.float32)
+    if count:
+      r.counter[0] = 0
 
   def step(mask_causal):
     k = k_ref[...]  # [block_k, D]
     s = lax.dot_general(q_ref[...], k, _NT, preferred_element_type=jnp.float32) * sm_scale
-    q_segments = None if seg_q_ref is None else seg_q_ref[...].T
-    k_segments = None if seg_k_ref is None else seg_k_ref[...]
-    mask = _mask(s.shape, 0, q_block * block_q, k_block * block_k, mask_causal, q_segments, k_segments)
+    q_segments = None if r.seg_q is None else r.seg_q[...].T
+    k_segments = None if r.seg_k is None else r.seg_k[...]
+    mask = _mask(s.shape, 0, q_block * skip.block_q, k_block * skip.block_k, mask_causal, q_segments,
+                 k_segments)
     if mask is not None:
       s = jnp.where(mask, s, MASK_VALUE)
     p = jnp.exp(s - lse_ref[...].T)  # [block_q, block_k], the forward's probabilities
@@ -250,63 +415,79 @@ def _dq_kernel(*refs, causal, sm_scale, block_q, block_k, has_segments):
     ds = p * (dp - di_ref[...].T)
     dq_scratch[...] += jnp.dot(ds.astype(k.dtype), k, preferred_element_type=jnp.float32)
 
-  _for_causal_blocks(causal, q_block, block_q, k_block, block_k, step)
+  skip.run(r.sched, b, q_block, k_block, step, r.counter)
 
   @pl.when(k_block == pl.num_programs(3) - 1)
   def _finish():
     dq_ref[...] = (dq_scratch[...] * sm_scale).astype(dq_ref.dtype)
+    if count:
+      r.count_out[...] = jnp.full(r.count_out.shape, r.counter[0], jnp.int32)
 
 
 def backward_dq(q, k, v, segment_ids, do, lse, di, *, layout: Layout, causal, sm_scale, block_q,
-                block_k, interpret):
+                block_k, interpret, count=False):
+  """dq like q (and, with count, blocks computed [B, H, 1, S])."""
   group, has_segments = layout.group, segment_ids is not None
   grid = (layout.batch, layout.heads, layout.seq // block_q, layout.seq // block_k)
+  n = len(grid)
+  skip = _query_major_skip(layout, causal, block_q, block_k)
+  sched = schedule(segment_ids, block_q=block_q, block_k=block_k, causal=causal,
+                   by_query=True) if has_segments else None
 
-  def kv_block(q_block, k_block):
-    if not causal:
-      return k_block
-    return jnp.where(_needed(q_block, block_q, k_block, block_k), k_block, 0)
+  def q_index(ids, sc):
+    b, h, i, _ = ids
+    return b, h, i
 
-  q_spec = layout.tile_spec(block_q, lambda b, h, i, j: (b, h, i))
-  kv_spec = layout.tile_spec(block_k, lambda b, h, i, j: (b, h // group, kv_block(i, j)))
-  row_spec = _row_spec(block_q, lambda b, h, i, j: (b, h, i))
-  in_specs, args = [q_spec, kv_spec, kv_spec, q_spec, row_spec, row_spec], [q, k, v, do, lse, di]
-  if has_segments:
-    in_specs = [_segment_spec(block_q, lambda b, h, i, j: (b, i)),
-                _segment_spec(block_k, lambda b, h, i, j: (b, kv_block(i, j)))] + in_specs
-    args = [segment_ids, segment_ids] + args
-  kernel = functools.partial(_dq_kernel, causal=causal, sm_scale=sm_scale, block_q=block_q,
-                             block_k=block_k, has_segments=has_segments)
-  call = _call(kernel, grid=grid, in_specs=in_specs, out_specs=q_spec,
-               out_shape=layout.tile_shape(layout.heads, q.dtype),
-               scratch_shapes=[pltpu.VMEM((block_q, layout.head_dim), jnp.float32)],
+  def kv_index(ids, sc):
+    b, h, i, j = ids
+    return b, h // group, skip.fetch(sc, b, i, j)
+
+  q_spec = layout.tile_spec(block_q, _grid_index(n, q_index))
+  kv_spec = layout.tile_spec(block_k, _grid_index(n, kv_index))
+  row_spec = _row_spec(block_q, _grid_index(n, q_index))
+  prefetch, seg_specs, seg_args = _segment_inputs(
+      segment_ids, sched, n, block_q, block_k, lambda ids, sc: (ids[0], ids[2]),
+      lambda ids, sc: (ids[0], kv_index(ids, sc)[2]))
+  count_specs, count_shapes, count_scratch = _count_parts(count, layout, layout.heads, block_q, n,
+                                                          q_index)
+  kernel = functools.partial(_dq_kernel, skip=skip, sm_scale=sm_scale, has_segments=has_segments,
+                             count=count)
+  call = _call(kernel, grid=grid, num_prefetch=len(prefetch),
+               in_specs=seg_specs + [q_spec, kv_spec, kv_spec, q_spec, row_spec, row_spec],
+               out_specs=[q_spec] + count_specs,
+               out_shape=[layout.tile_shape(layout.heads, q.dtype)] + count_shapes,
+               scratch_shapes=[pltpu.VMEM((block_q, layout.head_dim), jnp.float32)] + count_scratch,
                semantics=("parallel", "parallel", "parallel", "arbitrary"),
                cost=_attention_cost(layout, causal, 3, q.dtype.itemsize), interpret=interpret,
                name="flash_attention_dq")
-  return call(*args)
+  out = call(*prefetch, *seg_args, q, k, v, do, lse, di)
+  return tuple(out) if count else out[0]
 
 
 # ---- backward: dk, dv --------------------------------------------------------------------------
 
-def _dkv_kernel(*refs, causal, sm_scale, block_q, block_k, has_segments):
-  seg_q_ref, seg_k_ref, refs = _split_segment_refs(has_segments, refs)
-  q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref, dk_ref, dv_ref, dk_scratch, dv_scratch = refs
-  k_block, head_in_group, q_block = pl.program_id(2), pl.program_id(3), pl.program_id(4)
+def _dkv_kernel(*refs, skip, sm_scale, has_segments, count):
+  r = _Refs(refs, has_segments, count, 2)
+  q_ref, k_ref, v_ref, do_ref, lse_ref, di_ref, dk_ref, dv_ref, dk_scratch, dv_scratch = r.operands
+  b, k_block = pl.program_id(0), pl.program_id(2)
+  head_in_group, q_block = pl.program_id(3), pl.program_id(4)
 
   @pl.when(jnp.logical_and(head_in_group == 0, q_block == 0))
   def _init():
     dk_scratch[...] = jnp.zeros(dk_scratch.shape, jnp.float32)
     dv_scratch[...] = jnp.zeros(dv_scratch.shape, jnp.float32)
+    if count:
+      r.counter[0] = 0
 
   # Transposed orientation (keys on sublanes, queries on lanes): the [1, block_q] rows of lse and
   # di broadcast as they are, and dk, dv come out of plain matmuls.
   def step(mask_causal):
     q, do = q_ref[...], do_ref[...]  # [block_q, D]
     s_t = lax.dot_general(k_ref[...], q, _NT, preferred_element_type=jnp.float32) * sm_scale
-    q_segments = None if seg_q_ref is None else seg_q_ref[...]  # [1, block_q]
-    k_segments = None if seg_k_ref is None else seg_k_ref[...].T  # [block_k, 1]
-    mask = _mask(s_t.shape, 1, q_block * block_q, k_block * block_k, mask_causal, q_segments,
-                 k_segments)
+    q_segments = None if r.seg_q is None else r.seg_q[...]  # [1, block_q]
+    k_segments = None if r.seg_k is None else r.seg_k[...].T  # [block_k, 1]
+    mask = _mask(s_t.shape, 1, q_block * skip.block_q, k_block * skip.block_k, mask_causal,
+                 q_segments, k_segments)
     if mask is not None:
       s_t = jnp.where(mask, s_t, MASK_VALUE)
     p_t = jnp.exp(s_t - lse_ref[...])  # [block_k, block_q]
@@ -315,46 +496,52 @@ def _dkv_kernel(*refs, causal, sm_scale, block_q, block_k, has_segments):
     ds_t = p_t * (dp_t - di_ref[...])
     dk_scratch[...] += jnp.dot(ds_t.astype(q.dtype), q, preferred_element_type=jnp.float32)
 
-  _for_causal_blocks(causal, q_block, block_q, k_block, block_k, step)
+  skip.run(r.sched, b, q_block, k_block, step, r.counter)
 
   @pl.when(jnp.logical_and(head_in_group == pl.num_programs(3) - 1,
                            q_block == pl.num_programs(4) - 1))
   def _finish():
     dk_ref[...] = (dk_scratch[...] * sm_scale).astype(dk_ref.dtype)
     dv_ref[...] = dv_scratch[...].astype(dv_ref.dtype)
+    if count:
+      r.count_out[...] = jnp.full(r.count_out.shape, r.counter[0], jnp.int32)
 
 
 def backward_dkv(q, k, v, segment_ids, do, lse, di, *, layout: Layout, causal, sm_scale, block_q,
-                 block_k, interpret):
+                 block_k, interpret, count=False):
+  """dk, dv like k (and, with count, blocks computed [B, KV, 1, S])."""
   group, has_segments = layout.group, segment_ids is not None
   grid = (layout.batch, layout.kv_heads, layout.seq // block_k, group, layout.seq // block_q)
+  n = len(grid)
+  skip = _Skip(causal=causal, block_q=block_q, block_k=block_k, num_q=layout.seq // block_q,
+               num_k=layout.seq // block_k, window="q")
+  sched = schedule(segment_ids, block_q=block_q, block_k=block_k, causal=causal,
+                   by_query=False) if has_segments else None
 
-  def q_block_of(k_block, q_block):
-    if not causal:
-      return q_block
-    # Query blocks before the diagonal are skipped; they re-point at the first one that is used.
-    first = (k_block * block_k) // block_q
-    return jnp.where(_needed(q_block, block_q, k_block, block_k), q_block, first)
+  def q_index(ids, sc):
+    b, kvh, j, g, i = ids
+    return b, kvh * group + g, skip.fetch(sc, b, j, i)
 
-  def q_index(b, kvh, j, g, i):
-    return b, kvh * group + g, q_block_of(j, i)
+  def kv_index(ids, sc):
+    b, kvh, j, _, _ = ids
+    return b, kvh, j
 
-  q_spec = layout.tile_spec(block_q, q_index)
-  kv_spec = layout.tile_spec(block_k, lambda b, kvh, j, g, i: (b, kvh, j))
-  row_spec = _row_spec(block_q, q_index)
-  in_specs, args = [q_spec, kv_spec, kv_spec, q_spec, row_spec, row_spec], [q, k, v, do, lse, di]
-  if has_segments:
-    in_specs = [_segment_spec(block_q, lambda b, kvh, j, g, i: (b, q_block_of(j, i))),
-                _segment_spec(block_k, lambda b, kvh, j, g, i: (b, j))] + in_specs
-    args = [segment_ids, segment_ids] + args
-  kernel = functools.partial(_dkv_kernel, causal=causal, sm_scale=sm_scale, block_q=block_q,
-                             block_k=block_k, has_segments=has_segments)
+  q_spec = layout.tile_spec(block_q, _grid_index(n, q_index))
+  kv_spec = layout.tile_spec(block_k, _grid_index(n, kv_index))
+  row_spec = _row_spec(block_q, _grid_index(n, q_index))
+  prefetch, seg_specs, seg_args = _segment_inputs(
+      segment_ids, sched, n, block_q, block_k, lambda ids, sc: (ids[0], q_index(ids, sc)[2]),
+      lambda ids, sc: (ids[0], ids[2]))
+  count_specs, count_shapes, count_scratch = _count_parts(count, layout, layout.kv_heads, block_k, n,
+                                                          kv_index)
+  kernel = functools.partial(_dkv_kernel, skip=skip, sm_scale=sm_scale, has_segments=has_segments,
+                             count=count)
   kv_shape = layout.tile_shape(layout.kv_heads, k.dtype)
-  call = _call(kernel, grid=grid, in_specs=in_specs, out_specs=[kv_spec, kv_spec],
-               out_shape=[kv_shape, kv_shape],
-               scratch_shapes=[pltpu.VMEM((block_k, layout.head_dim), jnp.float32)] * 2,
+  call = _call(kernel, grid=grid, num_prefetch=len(prefetch),
+               in_specs=seg_specs + [q_spec, kv_spec, kv_spec, q_spec, row_spec, row_spec],
+               out_specs=[kv_spec, kv_spec] + count_specs, out_shape=[kv_shape, kv_shape] + count_shapes,
+               scratch_shapes=[pltpu.VMEM((block_k, layout.head_dim), jnp.float32)] * 2 + count_scratch,
                semantics=("parallel", "parallel", "parallel", "arbitrary", "arbitrary"),
                cost=_attention_cost(layout, causal, 4, q.dtype.itemsize), interpret=interpret,
                name="flash_attention_dkv")
-  dk, dv = call(*args)
-  return dk, dv
+  return tuple(call(*prefetch, *seg_args, q, k, v, do, lse, di))

@@ -30,11 +30,17 @@ def cpu_attention(q, k, v, segment_ids=None, causal=True, sm_scale=None):
   return per_shard(attend, q, k, v, segment_ids)
 
 
-def attention(q, k, v, segment_ids=None, *, impl="xla", causal=True, sm_scale=None):
+def attention(q, k, v, segment_ids=None, *, impl="xla", causal=True, sm_scale=None, block_sizes=()):
+  """block_sizes (pallas only): () = the kernel's 128 minimum (a run resolves the TPU generation's
+  default in training/build.py), (block_q, block_k), or the six BlockSizes fields."""
   if impl == "xla":
     return xla_attention(q, k, v, segment_ids, causal=causal, sm_scale=sm_scale)
   if impl == "pallas":
-    return pallas_attention(q, k, v, segment_ids, causal=causal, sm_scale=sm_scale)
+    blocks = None
+    if block_sizes:
+      from heph_jax.kernels.flash_attention import BlockSizes
+      blocks = BlockSizes(*(tuple(block_sizes) * 3 if len(block_sizes) == 2 else block_sizes))
+    return pallas_attention(q, k, v, segment_ids, causal=causal, sm_scale=sm_scale, block_sizes=blocks)
   if impl == "cpu":
     return cpu_attention(q, k, v, segment_ids, causal=causal, sm_scale=sm_scale)
   raise ValueError(f"unknown attention impl {impl!r}; expected 'xla', 'pallas' or 'cpu'")

@@ -2,7 +2,7 @@
 
 Field names follow Hugging Face's LlamaConfig/MistralConfig so that `config.json` maps onto them
 one to one (see heph_jax/export/hf.py). The extra fields (dtype, attention_impl, scan_layers,
-remat_policy) are heph_jax's own and never reach an exported config.
+remat_policy, attention_block_sizes) are heph_jax's own and never reach an exported config.
 """
 from __future__ import annotations
 
@@ -46,6 +46,9 @@ class ModelConfig:
   attention_impl: str = "xla"
   scan_layers: bool = True
   remat_policy: str = "none"
+  # Pallas attention tiles: () = the TPU generation's default (heph_jax/kernels/flash_attention.py
+  # GENERATION_BLOCKS), (block_q, block_k) for all three kernels, or the six BlockSizes fields.
+  attention_block_sizes: tuple = ()
 
   def __post_init__(self):
     if self.head_dim == 0:
@@ -73,6 +76,12 @@ class ModelConfig:
       fail("attention_impl", f"must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
     if self.remat_policy not in REMAT_POLICIES:
       fail("remat_policy", f"must be one of {REMAT_POLICIES}, got {self.remat_policy!r}")
+    blocks = self.attention_block_sizes
+    if (not isinstance(blocks, (tuple, list)) or len(blocks) not in (0, 2, 6)
+        or not all(isinstance(b, int) and not isinstance(b, bool) for b in blocks)):
+      fail("attention_block_sizes", f"must be () (the TPU generation's default), 2 ints (block_q, "
+           f"block_k) or 6 (forward, dq, dk/dv pairs), got {blocks!r}")
+    object.__setattr__(self, "attention_block_sizes", tuple(blocks))
     for key in ("dtype", "param_dtype"):
       if getattr(self, key) not in DTYPES:
         fail(key, f"must be one of {DTYPES}, got {getattr(self, key)!r}")

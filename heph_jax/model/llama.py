@@ -89,7 +89,8 @@ class Attention(nn.Module):
     v = _constrain(v, ("batch", "seq", "kv_heads", "head_dim"))
     inv_freq = inverse_frequencies(hd, cfg.rope_theta, cfg.rope_scaling)
     q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
-    out = attention(q, k, v, segment_ids, impl=cfg.attention_impl, causal=True)
+    out = attention(q, k, v, segment_ids, impl=cfg.attention_impl, causal=True,
+                    block_sizes=cfg.attention_block_sizes)
     out = _constrain(out, ("batch", "seq", "heads", "head_dim"))
     return _matmul(out.reshape(b * s, h * hd), wo, dtype).reshape(b, s, d)
 

@@ -17,6 +17,17 @@ from heph_jax.parallel.mesh import batch_sharding
 from heph_jax.training import optimizer, state as state_lib, step as step_lib
 
 
+def _with_attention_blocks(model_cfg: ModelConfig, seq_len: int, mesh) -> ModelConfig:
+  """Pallas attention gets the block sizes of the mesh's TPU generation unless the config sets them."""
+  if model_cfg.attention_impl != "pallas":
+    return model_cfg
+  from heph_jax.kernels.flash_attention import resolve_block_sizes
+  blocks = resolve_block_sizes(model_cfg.attention_block_sizes,
+                               device_kind=mesh.devices.flat[0].device_kind, seq_len=seq_len,
+                               head_dim=model_cfg.head_dim, itemsize=2 if model_cfg.dtype != "float32" else 4)
+  return model_cfg.replace(attention_block_sizes=blocks.values())
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainProgram:
   model_cfg: ModelConfig
@@ -30,7 +41,7 @@ class TrainProgram:
 
 
 def build_train_step(config, mesh) -> TrainProgram:
-  model_cfg = config_lib.model_config(config)
+  model_cfg = _with_attention_blocks(config_lib.model_config(config), config.seq_len, mesh)
   rules = config.logical_axis_rules
   tx, schedule = optimizer.make_optimizer(config.optimizer, config.num_train_steps)
   shardings = state_lib.state_shardings(model_cfg, tx, mesh, rules)

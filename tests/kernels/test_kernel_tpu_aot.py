@@ -97,3 +97,20 @@ def test_mosaic_rejections_fail_the_compile():
     lowered = forward.lower(tile, tile, tile)
   with pytest.raises(Exception, match=r"(?i)vmem"):
     lowered.compile()
+
+
+@pytest.mark.parametrize("generation", ["v5e", "v5p"])
+def test_generation_default_blocks_compile_with_segment_skipping(generation):
+  """The blocks a run on this generation gets by default (512-row tiles, 1024-key forward tiles on
+  v5p), packed segment ids (the scalar-prefetch schedule), bf16, GQA 4:1, 4k tokens."""
+  from heph_jax.kernels.flash_attention import resolve_block_sizes
+  devices = _devices(generation)
+  blocks = resolve_block_sizes((), device_kind=devices[0].device_kind, seq_len=4096, head_dim=128)
+  assert blocks.block_q == 512
+  mesh = Mesh(np.array(devices[:1]), ("x",))
+  fn = lambda q, k, v, s: flash_attention(q, k, v, s, block_sizes=blocks)
+  shapes = [((1, 4096, 8, 128), jnp.bfloat16), ((1, 4096, 2, 128), jnp.bfloat16),
+            ((1, 4096, 2, 128), jnp.bfloat16), ((1, 4096), jnp.int32)]
+  lowered, compiled = _compile_forward_and_backward(fn, mesh, [P()] * 4, shapes)
+  assert lowered.as_text().count("tpu_custom_call") == 3
+  assert compiled.memory_analysis() is not None
