@@ -154,3 +154,17 @@ def test_two_workers_write_the_same_dataset_and_keep_the_error_contract(tiny_cor
   with pytest.raises(ForgeDataError, match=r"bad\.jsonl:18: "):
     prepare_source("code", [bad], load_tokenizer(config.data.tokenizer), config.data,
                    str(tmp_path / "raise"), log=lambda *_: None)
+
+
+def test_workers_use_the_tokenizer_they_are_given(tiny_corpus, tmp_path):
+  """prepare_source's tokenizer argument, not config.data.tokenizer, reaches the worker processes
+  (benchmarks and library callers pass a tokenizer the config does not name)."""
+  config = tiny_test_config(tiny_corpus, **{"data.prepare_workers": 2, "data.num_shards": 1})
+  tok = load_tokenizer(config.data.tokenizer)
+  with config.unlocked():
+    config.data.tokenizer = "sp:no/such/tokenizer.model"
+  files = source_files(config.data, "code")
+  two = prepare_source("code", files, tok, config.data, str(tmp_path / "two"), log=lambda *_: None)
+  config.data.prepare_workers = 1
+  one = prepare_source("code", files, tok, config.data, str(tmp_path / "one"), log=lambda *_: None)
+  assert one.lengths("train").tolist() == two.lengths("train").tolist()

@@ -96,7 +96,8 @@ def encode_sources(files, tokenizer, data_cfg, spill: Spill, encode_batch) -> in
   workers = int(data_cfg.get("prepare_workers", 1))
   if workers > 1:
     from heph_jax.data.prepare import parallel
-    encoded = parallel.encode_in_order(batches, str(data_cfg.tokenizer), data_cfg.loss_on, workers)
+    # The tokenizer this call was given (its spec; workers start in this cwd), not data_cfg's.
+    encoded = parallel.encode_in_order(batches, tokenizer.name, data_cfg.loss_on, workers)
   else:
     encoded = (encode_batch(b, tokenizer, data_cfg.loss_on) for b in batches)
   for results in encoded:
