@@ -98,3 +98,20 @@ def test_prepared_source_is_a_tfds_dataset_with_manifest_and_lengths(tiny_corpus
   other = prepare_source("text", files, tok, config.data, str(tmp_path), log=lambda *_: None)
   assert other.directory != prepared.directory
   assert other.manifest["records"]["validation"] > prepared.manifest["records"]["validation"]
+
+
+def test_stored_records_are_the_bytes_the_sequence_feature_wrote():
+  """features() stores ids as a 1-D Tensor for speed; the records must stay byte for byte those of
+  the Sequence(np.int32) spec earlier caches were written with, so both read back the same."""
+  import tensorflow_datasets as tfds
+  from tensorflow_datasets.core import example_serializer
+  sequence = tfds.features.FeaturesDict({"targets": tfds.features.Sequence(np.int32),
+                                         "loss_weights": tfds.features.Sequence(np.int32)})
+  current = tfds_forge.features()
+  assert current.get_serialized_info() == sequence.get_serialized_info()
+  old = example_serializer.ExampleSerializer(sequence.get_serialized_info())
+  new = example_serializer.ExampleSerializer(current.get_serialized_info())
+  for ids, weights in _random_examples(20, 2) + [([0], [1])]:
+    example = {"targets": np.asarray(ids, np.int32), "loss_weights": np.asarray(weights, np.int32)}
+    assert (new.serialize_example(current.encode_example(example))
+            == old.serialize_example(sequence.encode_example(example)))

@@ -40,11 +40,15 @@ def tfds_name(task: str) -> str:
   return f"{dataset_name(task)}:{VERSION}"
 
 
+def _token_vector():
+  # A 1-D Tensor serializes to exactly the bytes Sequence(np.int32) wrote (one int64_list per
+  # key; tested), so caches written before read the same, but it encodes a numpy array in one
+  # call instead of one call per token: TFDS writing was ~94% of preparation time with Sequence.
+  return tfds.features.Tensor(shape=(None,), dtype=np.int32)
+
+
 def features():
-  return tfds.features.FeaturesDict({
-      "targets": tfds.features.Sequence(np.int32),
-      "loss_weights": tfds.features.Sequence(np.int32),
-  })
+  return tfds.features.FeaturesDict({"targets": _token_vector(), "loss_weights": _token_vector()})
 
 
 class ForgeSource(tfds.core.GeneratorBasedBuilder, skip_registration=True):
