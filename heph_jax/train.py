@@ -239,10 +239,8 @@ def _any_process(flag: bool) -> bool:
 def _run(args, positional) -> None:
   del positional
   logging.set_verbosity(logging.WARNING)  # library INFO lines (Orbax) would drown the progress line
-  from heph_jax.parallel.distributed import is_tpu_vm
-  if not is_tpu_vm():  # libtpu (test extra) probes for a TPU pod on any machine: keep it quiet
-    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+  from heph_jax.parallel.distributed import quiet_libtpu_off_tpu
+  quiet_libtpu_off_tpu()
   config = args.config
   with config.unlocked():
     if args.coordinator_address:

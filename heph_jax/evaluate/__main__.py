@@ -41,10 +41,8 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # library INFO lines (Orbax restore) would drown the output
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from heph_jax.parallel.distributed import is_tpu_vm
-  if not is_tpu_vm():  # libtpu (test extra) probes for a TPU pod on any machine: keep it quiet
-    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+  from heph_jax.parallel.distributed import quiet_libtpu_off_tpu
+  quiet_libtpu_off_tpu()
   try:
     print(json.dumps(run()))
   except HephError as e:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -348,9 +349,24 @@ def _query_major_skip(layout, causal, block_q, block_k):
                num_k=layout.seq // block_k, window="k")
 
 
-def forward(q, k, v, segment_ids, *, layout: Layout, causal, sm_scale, block_q, block_k, interpret,
-            count=False):
-  """o (like q) and lse [B, H, 1, S] float32 (and, with count, blocks computed [B, H, 1, S])."""
+class _QueryMajorGrid(typing.NamedTuple):
+  """What the forward and dq calls share: a (batch, head, query block, key block) grid whose key
+  blocks outside a query block's causal/segment window are neither computed nor fetched."""
+  grid: tuple
+  has_segments: bool
+  skip: "_Skip"
+  q_block_index: typing.Callable
+  q_spec: typing.Any
+  kv_spec: typing.Any
+  prefetch: list
+  seg_specs: list
+  seg_args: list
+  count_specs: list
+  count_shapes: list
+  count_scratch: list
+
+
+def _query_major_grid(segment_ids, layout, causal, block_q, block_k, count) -> _QueryMajorGrid:
   group, has_segments = layout.group, segment_ids is not None
   grid = (layout.batch, layout.heads, layout.seq // block_q, layout.seq // block_k)
   n = len(grid)
@@ -366,14 +382,25 @@ def forward(q, k, v, segment_ids, *, layout: Layout, causal, sm_scale, block_q, 
     b, h, i, j = ids
     return b, h // group, skip.fetch(sc, b, i, j)
 
-  q_spec = layout.tile_spec(block_q, _grid_index(n, q_index))
-  kv_spec = layout.tile_spec(block_k, _grid_index(n, kv_index))
   prefetch, seg_specs, seg_args = _segment_inputs(
       segment_ids, sched, n, block_q, block_k, lambda ids, sc: (ids[0], ids[2]),
       lambda ids, sc: (ids[0], kv_index(ids, sc)[2]))
   count_specs, count_shapes, count_scratch = _count_parts(count, layout, layout.heads, block_q, n,
                                                           q_index)
-  out_specs = [q_spec, _row_spec(block_q, _grid_index(n, q_index))] + count_specs
+  return _QueryMajorGrid(grid, has_segments, skip, _grid_index(n, q_index),
+                         layout.tile_spec(block_q, _grid_index(n, q_index)),
+                         layout.tile_spec(block_k, _grid_index(n, kv_index)),
+                         prefetch, seg_specs, seg_args, count_specs, count_shapes, count_scratch)
+
+
+def forward(q, k, v, segment_ids, *, layout: Layout, causal, sm_scale, block_q, block_k, interpret,
+            count=False):
+  """o (like q) and lse [B, H, 1, S] float32 (and, with count, blocks computed [B, H, 1, S])."""
+  g = _query_major_grid(segment_ids, layout, causal, block_q, block_k, count)
+  grid, has_segments, skip, q_spec, kv_spec = g.grid, g.has_segments, g.skip, g.q_spec, g.kv_spec
+  prefetch, seg_specs, seg_args = g.prefetch, g.seg_specs, g.seg_args
+  count_specs, count_shapes, count_scratch = g.count_specs, g.count_shapes, g.count_scratch
+  out_specs = [q_spec, _row_spec(block_q, g.q_block_index)] + count_specs
   out_shape = [layout.tile_shape(layout.heads, q.dtype),
                jax.ShapeDtypeStruct((layout.batch, layout.heads, 1, layout.seq), jnp.float32)]
   scratch = [pltpu.VMEM((block_q, 1), jnp.float32), pltpu.VMEM((block_q, 1), jnp.float32),
@@ -427,29 +454,11 @@ def _dq_kernel(*refs, skip, sm_scale, has_segments, count):
 def backward_dq(q, k, v, segment_ids, do, lse, di, *, layout: Layout, causal, sm_scale, block_q,
                 block_k, interpret, count=False):
   """dq like q (and, with count, blocks computed [B, H, 1, S])."""
-  group, has_segments = layout.group, segment_ids is not None
-  grid = (layout.batch, layout.heads, layout.seq // block_q, layout.seq // block_k)
-  n = len(grid)
-  skip = _query_major_skip(layout, causal, block_q, block_k)
-  sched = schedule(segment_ids, block_q=block_q, block_k=block_k, causal=causal,
-                   by_query=True) if has_segments else None
-
-  def q_index(ids, sc):
-    b, h, i, _ = ids
-    return b, h, i
-
-  def kv_index(ids, sc):
-    b, h, i, j = ids
-    return b, h // group, skip.fetch(sc, b, i, j)
-
-  q_spec = layout.tile_spec(block_q, _grid_index(n, q_index))
-  kv_spec = layout.tile_spec(block_k, _grid_index(n, kv_index))
-  row_spec = _row_spec(block_q, _grid_index(n, q_index))
-  prefetch, seg_specs, seg_args = _segment_inputs(
-      segment_ids, sched, n, block_q, block_k, lambda ids, sc: (ids[0], ids[2]),
-      lambda ids, sc: (ids[0], kv_index(ids, sc)[2]))
-  count_specs, count_shapes, count_scratch = _count_parts(count, layout, layout.heads, block_q, n,
-                                                          q_index)
+  g = _query_major_grid(segment_ids, layout, causal, block_q, block_k, count)
+  grid, has_segments, skip, q_spec, kv_spec = g.grid, g.has_segments, g.skip, g.q_spec, g.kv_spec
+  prefetch, seg_specs, seg_args = g.prefetch, g.seg_specs, g.seg_args
+  count_specs, count_shapes, count_scratch = g.count_specs, g.count_shapes, g.count_scratch
+  row_spec = _row_spec(block_q, g.q_block_index)
   kernel = functools.partial(_dq_kernel, skip=skip, sm_scale=sm_scale, has_segments=has_segments,
                              count=count)
   call = _call(kernel, grid=grid, num_prefetch=len(prefetch),

@@ -226,6 +226,14 @@ def split_host_port(address: str) -> tuple[str, int | None]:
   return host, int(port_text)
 
 
+def quiet_libtpu_off_tpu() -> None:
+  """Off a TPU VM, tells libtpu (installed by the test extra) not to probe for a pod: it would ask
+  the GCE metadata server and wait on worker hostnames. CLIs call it before JAX starts."""
+  if not is_tpu_vm():
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+
+
 def is_tpu_vm(environ: Mapping[str, str] | None = None) -> bool:
   """True on a Cloud TPU VM; never imports libtpu or asks the metadata server.
 
