@@ -5,62 +5,68 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from heph_jax.errors import HephError
+from heph_jax import cli
 
-flags.DEFINE_string("workdir", None, "heph_jax run directory (its newest checkpoint unless --step).")
-flags.DEFINE_integer("step", None, "Checkpoint step of --workdir.")
-flags.DEFINE_string("hf", None, "Hugging Face Llama/Mistral directory (instead of --workdir).")
-flags.DEFINE_string("tokenizer", None, "sp:PATH or hf:DIR; default: the run's / the HF directory's.")
-flags.DEFINE_multi_string("prompt", None, "Prompt text (repeat for a batch).")
-flags.mark_flag_as_required("prompt")
-flags.DEFINE_bool("chat", False, "Wrap each prompt as a user turn (chat template, else forge-v1).")
-flags.DEFINE_integer("max_new_tokens", 64, "Generation length limit.")
-flags.DEFINE_float("temperature", 0.0, "0 = greedy.")
-flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (with temperature > 0).")
-flags.DEFINE_integer("seed", 0, "Sampling seed.")
-FLAGS = flags.FLAGS
+PROG = "heph_jax.generate"
 
 
-def _prompt_text(prompt: str, tokenizer) -> str:
-  if not FLAGS.chat:
+def define_flags(values, argv):
+  del argv
+  define = dict(flag_values=values)
+  flags.DEFINE_string("workdir", None, "heph_jax run directory (its newest checkpoint unless --step).", **define)
+  flags.DEFINE_integer("step", None, "Checkpoint step of --workdir.", **define)
+  flags.DEFINE_string("hf", None, "Hugging Face Llama/Mistral directory (instead of --workdir).", **define)
+  flags.DEFINE_string("tokenizer", None, "sp:PATH or hf:DIR; default: the run's / the HF directory's.", **define)
+  flags.DEFINE_multi_string("prompt", None, "Prompt text (repeat for a batch).", **define)
+  flags.DEFINE_bool("chat", False, "Wrap each prompt as a user turn (chat template, else forge-v1).", **define)
+  flags.DEFINE_integer("max_new_tokens", 64, "Generation length limit.", **define)
+  flags.DEFINE_float("temperature", 0.0, "0 = greedy.", **define)
+  flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass (with temperature > 0).", **define)
+  flags.DEFINE_integer("seed", 0, "Sampling seed.", **define)
+  flags.mark_flag_as_required("prompt", flag_values=values)
+
+
+def _prompt_text(prompt: str, tokenizer, chat: bool) -> str:
+  if not chat:
     return prompt
   from heph_jax.evaluate import prompts
   from heph_jax.evaluate.data import Question
   return prompts.render_prompt(Question("prompt", "", [{"role": "user", "content": prompt}], [], None), tokenizer)
 
 
-def run() -> list[str]:
+def run(args) -> list[str]:
   import jax
   from heph_jax.evaluate import load, prompts
   from heph_jax.model import decode
-  model_cfg, params, tokenizer, _ = load.load(FLAGS.workdir, FLAGS.step, FLAGS.hf, FLAGS.tokenizer)
+  model_cfg, params, tokenizer, _ = load.load(args.workdir, args.step, args.hf, args.tokenizer)
   ids = []
-  for prompt in FLAGS.prompt:
-    row = tokenizer.encode(_prompt_text(prompt, tokenizer))
+  for prompt in args.prompt:
+    row = tokenizer.encode(_prompt_text(prompt, tokenizer, args.chat))
     ids.append(([tokenizer.bos_id] if tokenizer.bos_id is not None else []) + row)
-  sampling = decode.Sampling(temperature=FLAGS.temperature, top_p=FLAGS.top_p, max_new_tokens=FLAGS.max_new_tokens,
+  sampling = decode.Sampling(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                              eos_ids=prompts.stop_ids(tokenizer), pad_id=tokenizer.pad_id)
-  outs = decode.generate(model_cfg, params, ids, sampling, rng=jax.random.PRNGKey(FLAGS.seed))
-  stops = prompts.stop_strings(tokenizer) if FLAGS.chat else []
+  outs = decode.generate(model_cfg, params, ids, sampling, rng=jax.random.PRNGKey(args.seed))
+  stops = prompts.stop_strings(tokenizer) if args.chat else []
   return [decode.truncate_at_stop(tokenizer.decode([t for t in out if t not in sampling.eos_ids]), stops)[0]
           for out in outs]
 
 
-def main(argv):
-  del argv
+def _generate(args, positional) -> int:
+  del positional
   logging.set_verbosity(logging.WARNING)  # library INFO lines (Orbax restore) would drown the output
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   from heph_jax.parallel.distributed import quiet_libtpu_off_tpu
   quiet_libtpu_off_tpu()
-  try:
-    for text in run():
-      print(text)
-  except HephError as e:
-    print(f"heph_jax.generate: {e}", file=sys.stderr)
-    sys.exit(2)
+  for text in run(args):
+    print(text)
+  return 0
+
+
+def main(argv=None) -> int:
+  return cli.run(PROG, define_flags, _generate, argv)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(main())

@@ -6,49 +6,56 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from heph_jax.errors import HephError
+from heph_jax import cli
 
-flags.DEFINE_string("workdir", None, "heph_jax run directory (its newest checkpoint unless --step).")
-flags.DEFINE_integer("step", None, "Checkpoint step of --workdir.")
-flags.DEFINE_string("hf", None, "Hugging Face Llama/Mistral directory (instead of --workdir).")
-flags.DEFINE_string("tokenizer", None, "sp:PATH or hf:DIR; default: the run's / the HF directory's.")
-flags.DEFINE_string("bfcl", None, "bfcl-eval wheel, a directory in its layout or a BFCL_v*_<category>.json file.")
-flags.mark_flag_as_required("bfcl")
-flags.DEFINE_list("categories", ["simple", "multiple", "parallel", "parallel_multiple", "irrelevance"],
-                  "BFCL categories (non-live AST ones).")
-flags.DEFINE_integer("limit", None, "At most this many questions per category.")
-flags.DEFINE_integer("max_new_tokens", 128, "Generation length limit.")
-flags.DEFINE_integer("batch_size", 8, "Prompts decoded together.")
-flags.DEFINE_string("out", None, "Write the generations here (JSON Lines).")
-FLAGS = flags.FLAGS
+PROG = "heph_jax.evaluate"
 
 
-def run() -> dict:
+def define_flags(values, argv):
+  del argv
+  define = dict(flag_values=values)
+  flags.DEFINE_string("workdir", None, "heph_jax run directory (its newest checkpoint unless --step).", **define)
+  flags.DEFINE_integer("step", None, "Checkpoint step of --workdir.", **define)
+  flags.DEFINE_string("hf", None, "Hugging Face Llama/Mistral directory (instead of --workdir).", **define)
+  flags.DEFINE_string("tokenizer", None, "sp:PATH or hf:DIR; default: the run's / the HF directory's.", **define)
+  flags.DEFINE_string("bfcl", None, "bfcl-eval wheel, a directory in its layout or a BFCL_v*_<category>.json file.",
+                      **define)
+  flags.DEFINE_list("categories", ["simple", "multiple", "parallel", "parallel_multiple", "irrelevance"],
+                    "BFCL categories (non-live AST ones).", **define)
+  flags.DEFINE_integer("limit", None, "At most this many questions per category.", **define)
+  flags.DEFINE_integer("max_new_tokens", 128, "Generation length limit.", **define)
+  flags.DEFINE_integer("batch_size", 8, "Prompts decoded together.", **define)
+  flags.DEFINE_string("out", None, "Write the generations here (JSON Lines).", **define)
+  flags.mark_flag_as_required("bfcl", flag_values=values)
+
+
+def run(args) -> dict:
   from heph_jax.evaluate import data, load, run as runner
-  questions = data.load(FLAGS.bfcl, FLAGS.categories, FLAGS.limit)
-  model_cfg, params, tokenizer, step = load.load(FLAGS.workdir, FLAGS.step, FLAGS.hf, FLAGS.tokenizer)
-  records, acc = runner.evaluate(model_cfg, params, tokenizer, questions, FLAGS.max_new_tokens, FLAGS.batch_size)
-  if FLAGS.out:
-    runner.write_jsonl(FLAGS.out, records)
+  questions = data.load(args.bfcl, args.categories, args.limit)
+  model_cfg, params, tokenizer, step = load.load(args.workdir, args.step, args.hf, args.tokenizer)
+  records, acc = runner.evaluate(model_cfg, params, tokenizer, questions, args.max_new_tokens, args.batch_size)
+  if args.out:
+    runner.write_jsonl(args.out, records)
   counts = {c: sum(r["category"] == c for r in records) for c in acc}
   return {"step": step, "accuracy": acc, "num_questions": counts,
           "overall": sum(r["correct"] for r in records) / max(len(records), 1)}
 
 
-def main(argv):
-  del argv
+def _evaluate(args, positional) -> int:
+  del positional
   logging.set_verbosity(logging.WARNING)  # library INFO lines (Orbax restore) would drown the output
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   from heph_jax.parallel.distributed import quiet_libtpu_off_tpu
   quiet_libtpu_off_tpu()
-  try:
-    print(json.dumps(run()))
-  except HephError as e:
-    print(f"heph_jax.evaluate: {e}", file=sys.stderr)
-    sys.exit(2)
+  print(json.dumps(run(args)))
+  return 0
+
+
+def main(argv=None) -> int:
+  return cli.run(PROG, define_flags, _evaluate, argv)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(main())

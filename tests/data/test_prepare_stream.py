@@ -4,6 +4,7 @@ process_sharding="auto" read disjoint shard files that cover the split; concurre
 agree on one published result."""
 import collections
 import hashlib
+import os
 
 import numpy as np
 import pytest
@@ -168,3 +169,22 @@ def test_workers_use_the_tokenizer_they_are_given(tiny_corpus, tmp_path):
   config.data.prepare_workers = 1
   one = prepare_source("code", files, tok, config.data, str(tmp_path / "one"), log=lambda *_: None)
   assert one.lengths("train").tolist() == two.lengths("train").tolist()
+
+
+def test_prepare_cli_prepares_every_source_with_overrides(tmp_path, monkeypatch, capsys):
+  """python -m heph_jax.data.prepare reads flags the one CLI way: --config.key overrides apply,
+  a missing --config or a bad key exits 2 naming it."""
+  import json as json_lib
+  from heph_jax.data.prepare import main
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  monkeypatch.chdir(root)  # the tiny config names its tokenizer relative to the repo
+  assert main(["--config=configs/tiny.py", f"--cache_dir={tmp_path}", "--config.data.num_shards=2"]) == 0
+  manifests = sorted(tmp_path.glob("*/*/manifest.json"))
+  assert [m.parent.parent.name for m in manifests] == ["code", "text", "tool_doc", "trajectory"]
+  for manifest in manifests:
+    shards = json_lib.loads(manifest.read_text())["files"]["train"]
+    assert len(shards) == 2  # the override reached the shard count
+  assert main([f"--cache_dir={tmp_path}"]) == 2
+  assert "heph_jax.data.prepare: --config is required" in capsys.readouterr().err
+  assert main(["--config=configs/tiny.py", "--config.data.on_error=bogus"]) == 2
+  assert "config.data.on_error" in capsys.readouterr().err

@@ -48,3 +48,12 @@ def test_generate_prints_text(hf_dir):
               "--prompt=Hello", "--max_new_tokens=5")
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.count("\n") >= 2 and proc.stdout.strip()  # one printed text per prompt
+
+
+@pytest.mark.parametrize("module, missing", [("heph_jax.evaluate", "--bfcl"), ("heph_jax.generate", "--prompt")])
+def test_a_missing_required_flag_exits_2_naming_it(module, missing, capsys):
+  """Both tools read flags the one CLI way (heph_jax/cli.py): declared required, exit 2, `prog: ...`."""
+  import importlib
+  tool = importlib.import_module(module if module.endswith("generate") else module + ".__main__")
+  assert tool.main(["--hf=/nonexistent"]) == 2
+  assert f"{module}: {missing} is required" in capsys.readouterr().err

@@ -188,18 +188,23 @@ def default_cache_root(data_cfg, workdir: str | None) -> str:
   return os.path.join(os.path.expanduser("~"), ".cache", "heph_jax")
 
 
-def main(argv=None):
-  import argparse
-  from heph_jax.config import load_config_file
+def define_flags(values, argv):
+  from absl import flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py); --config.key=value overrides.",
+                                  flag_values=values, lock_config=False, sys_argv=argv)
+  flags.DEFINE_string("cache_dir", "", "Where the prepared datasets go (default: config.data.cache_dir; "
+                      "may be gs://).", flag_values=values)
+  flags.DEFINE_integer("workers", 0, "Tokenizer processes (default: config.data.prepare_workers).",
+                       flag_values=values)
+  flags.mark_flag_as_required("config", flag_values=values)
+
+
+def _prepare_all(args, positional) -> int:
+  del positional
   from heph_jax.data.pipeline.config import source_files, validate_data_config
   from heph_jax.data.tokenizers import load_tokenizer
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--config", required=True)
-  parser.add_argument("--cache_dir", default="", help="where shards go (default: config.data.cache_dir)")
-  parser.add_argument("--workers", type=int, default=0,
-                      help="tokenizer processes (default: config.data.prepare_workers)")
-  args = parser.parse_args(argv)
-  config = load_config_file(args.config)
+  config = args.config
   if args.workers:
     config.data.prepare_workers = args.workers
   validate_data_config(config.data)
@@ -207,4 +212,11 @@ def main(argv=None):
   root = args.cache_dir or default_cache_root(config.data, None)
   for task in config.data.sources.keys():
     prepare_source(task, source_files(config.data, task), tokenizer, config.data, root)
+  return 0
 
+
+def main(argv=None) -> int:
+  """python -m heph_jax.data.prepare --config configs/X.py [--cache_dir DIR] [--workers N]."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from heph_jax import cli
+  return cli.run("heph_jax.data.prepare", define_flags, _prepare_all, argv)
