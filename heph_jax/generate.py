@@ -15,10 +15,8 @@ PROG = "heph_jax.generate"
 def define_flags(values, argv):
   del argv
   define = dict(flag_values=values)
-  flags.DEFINE_string("workdir", None, "heph_jax run directory (its newest checkpoint unless --step).", **define)
-  flags.DEFINE_integer("step", None, "Checkpoint step of --workdir.", **define)
-  flags.DEFINE_string("hf", None, "Hugging Face Llama/Mistral directory (instead of --workdir).", **define)
-  flags.DEFINE_string("tokenizer", None, "sp:PATH or hf:DIR; default: the run's / the HF directory's.", **define)
+  from heph_jax.evaluate.load import define_model_flags
+  define_model_flags(values)
   flags.DEFINE_multi_string("prompt", None, "Prompt text (repeat for a batch).", **define)
   flags.DEFINE_bool("chat", False, "Wrap each prompt as a user turn (chat template, else forge-v1).", **define)
   flags.DEFINE_integer("max_new_tokens", 64, "Generation length limit.", **define)

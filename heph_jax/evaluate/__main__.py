@@ -16,10 +16,8 @@ PROG = "heph_jax.evaluate"
 def define_flags(values, argv):
   del argv
   define = dict(flag_values=values)
-  flags.DEFINE_string("workdir", None, "heph_jax run directory (its newest checkpoint unless --step).", **define)
-  flags.DEFINE_integer("step", None, "Checkpoint step of --workdir.", **define)
-  flags.DEFINE_string("hf", None, "Hugging Face Llama/Mistral directory (instead of --workdir).", **define)
-  flags.DEFINE_string("tokenizer", None, "sp:PATH or hf:DIR; default: the run's / the HF directory's.", **define)
+  from heph_jax.evaluate.load import define_model_flags
+  define_model_flags(values)
   flags.DEFINE_string("bfcl", None, "bfcl-eval wheel, a directory in its layout or a BFCL_v*_<category>.json file.",
                       **define)
   flags.DEFINE_list("categories", ["simple", "multiple", "parallel", "parallel_multiple", "irrelevance"],

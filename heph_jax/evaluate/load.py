@@ -10,6 +10,16 @@ class ModelSourceError(HephError):
   pass
 
 
+def define_model_flags(values) -> None:
+  """The flags that pick the model `load` reads (evaluate and generate share them)."""
+  from absl import flags
+  define = dict(flag_values=values)
+  flags.DEFINE_string("workdir", None, "heph_jax run directory (its newest checkpoint unless --step).", **define)
+  flags.DEFINE_integer("step", None, "Checkpoint step of --workdir.", **define)
+  flags.DEFINE_string("hf", None, "Hugging Face Llama/Mistral directory (instead of --workdir).", **define)
+  flags.DEFINE_string("tokenizer", None, "sp:PATH or hf:DIR; default: the run's / the HF directory's.", **define)
+
+
 def _run_tokenizer(config) -> str:
   spec = config.data.get("tokenizer") if "data" in config else None
   if not spec and str(config.get("init_from", "")).startswith("hf:"):
